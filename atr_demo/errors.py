@@ -1,0 +1,44 @@
+"""Exception types of atr-demo.
+
+Every error a user can cause (bad audio, bad text, bad checkpoint, bad config) is raised as a
+subclass of :class:`ATRError` with a message that says what is wrong and what to do, so that the
+CLI and the app can show it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ATRError(Exception):
+    """Base class of every user-facing error raised by atr-demo."""
+
+
+class AudioError(ATRError):
+    """The audio input cannot be used (base class of the audio errors)."""
+
+
+class AudioDecodeError(AudioError):
+    """The file is not decodable audio: empty, truncated, corrupt or an unsupported format."""
+
+
+class EmptyAudioError(AudioError):
+    """The audio decodes but holds no samples."""
+
+
+class InvalidAudioError(AudioError):
+    """The samples are unusable: NaN/inf values, too many channels or an unsupported rate."""
+
+
+class AudioTooLongError(AudioError):
+    """The clip is longer than the configured maximum duration."""
+
+
+class TextInputError(ATRError):
+    """A text query is empty or otherwise unusable."""
+
+
+class CheckpointError(ATRError):
+    """A checkpoint is missing, malformed, or does not match its config (names the key)."""
+
+
+class ConfigError(ATRError):
+    """A config file or value is malformed or unknown."""
