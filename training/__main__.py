@@ -1,0 +1,36 @@
+"""Command-line entry point of the training module: ``python -m training <command> [...]``.
+
+Each command lives in its own module exposing ``main(argv: list[str] | None) -> int``; this
+file only dispatches, so that ``python -m training --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert-aisfx": ("training.convert_aisfx", "convert the aiSFX CNN weights from the aisfx wheel to safetensors"),
+    "build-corpus": ("training.corpus.build", "download the Debian sound packages and build the corpus"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        lines = ["usage: python -m training <command> [options]", "", "commands:"]
+        lines += [f"  {name:<16} {help_}" for name, (_, help_) in COMMANDS.items()]
+        sys.stdout.write("\n".join(lines) + "\n")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        sys.stderr.write(f"unknown command {name!r}; run `python -m training --help`\n")
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
