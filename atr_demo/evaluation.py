@@ -1,0 +1,74 @@
+"""Retrieval metrics (Clotho protocol), zero-shot accuracy, and the modality gap.
+
+Conventions: ``scores`` is an (n_text, n_audio) matrix, larger is better; ``text_to_audio``
+(n_text,) gives the index of the audio each caption describes (several captions may share one
+audio, as the 5 captions of a Clotho clip do).
+
+* text→audio: each caption is a query with exactly one relevant audio; rank r (1-based) of that
+  audio. R@k = mean[r ≤ k]; mAP@10 = mean[1/r if r ≤ 10 else 0]; median rank = median r.
+* audio→text: each audio is a query; its relevant captions are those mapped to it. R@k = a hit
+  if any relevant caption is in the top k; rank = rank of the first relevant caption;
+  AP@10 = (1 / min(n_rel, 10)) · Σ_{relevant at rank r ≤ 10} precision@r (DCASE's mAP@10).
+"""
+
+from __future__ import annotations
+
+import torch
+
+KS = (1, 5, 10)
+
+
+def _ranks_of(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of ``relevant`` (n,) items in each row of ``scores`` (n, m); ties pessimistic."""
+    target = scores.gather(1, relevant.view(-1, 1))
+    return (scores > target).sum(dim=1) + (scores == target).sum(dim=1)
+
+
+def text_to_audio_metrics(scores: torch.Tensor, text_to_audio: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """Caption → audio retrieval metrics from (n_text, n_audio) scores."""
+    ranks = _ranks_of(scores.float(), text_to_audio.long()).float()
+    out = {f"R@{k}": float((ranks <= k).float().mean()) for k in ks}
+    out["mAP@10"] = float(torch.where(ranks <= 10, 1.0 / ranks, torch.zeros_like(ranks)).mean())
+    out["median_rank"] = float(ranks.median())
+    out["mean_rank"] = float(ranks.mean())
+    return out
+
+
+def audio_to_text_metrics(scores: torch.Tensor, text_to_audio: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """Audio → caption retrieval metrics from the same (n_text, n_audio) scores."""
+    n_text, n_audio = scores.shape
+    by_audio = scores.T.float()  # (n_audio, n_text)
+    relevant = torch.zeros(n_audio, n_text, dtype=torch.bool)
+    relevant[text_to_audio.long(), torch.arange(n_text)] = True
+    order = torch.argsort(by_audio, dim=1, descending=True, stable=True)
+    hits = relevant.gather(1, order)  # (n_audio, n_text) relevance in rank order
+    has_rel = hits.any(dim=1)
+    first = torch.where(has_rel, hits.float().argmax(dim=1) + 1, torch.full((n_audio,), n_text + 1))
+    first = first[has_rel].float()
+    out = {f"R@{k}": float((first <= k).float().mean()) for k in ks}
+    top = hits[has_rel, :10].float()
+    precision = top.cumsum(dim=1) / torch.arange(1, top.shape[1] + 1)
+    n_rel = relevant[has_rel].sum(dim=1).clamp(max=10).float()
+    out["mAP@10"] = float(((precision * top).sum(dim=1) / n_rel).mean())
+    out["median_rank"] = float(first.median())
+    out["mean_rank"] = float(first.mean())
+    return out
+
+
+def retrieval_metrics(scores: torch.Tensor, text_to_audio: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Both directions: ``{"text_to_audio": {...}, "audio_to_text": {...}}``."""
+    return {
+        "text_to_audio": text_to_audio_metrics(scores, text_to_audio),
+        "audio_to_text": audio_to_text_metrics(scores, text_to_audio),
+    }
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Classification accuracy from (n, n_classes) scores and (n,) true class indices."""
+    ranks = _ranks_of(scores.float(), labels.long())
+    return {f"top{k}": float((ranks <= k).float().mean()) for k in ks}
+
+
+def modality_gap(audio: torch.Tensor, text: torch.Tensor) -> float:
+    """‖mean f(x) − mean g(y)‖₂ over (n, d) audio and (m, d) text embeddings (lower is better)."""
+    return float(torch.linalg.vector_norm(audio.float().mean(dim=0) - text.float().mean(dim=0)))

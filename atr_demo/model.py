@@ -1,0 +1,313 @@
+"""The joint audio-text model, its checkpoint format, and the model factory.
+
+A checkpoint is a folder::
+
+    config.json        ModelConfig (backbone ids and revisions, front-end, dims, metric, ε, s)
+    model.safetensors  the weights: heads, ground metric, and every tower that stores weights
+    README.md          model card (optional for loading)
+
+Loading is strict: a key missing from or unexpected in ``model.safetensors`` raises
+:class:`~atr_demo.errors.CheckpointError` naming the key. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from atr_demo.audio import load_audio
+from atr_demo.backbones import build_backbone
+from atr_demo.config import BackboneConfig, ModelConfig
+from atr_demo.errors import CheckpointError, ConfigError
+from atr_demo.metric import MahalanobisMetric
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+BUNDLED_DIR_NAME = "bundled_model"
+_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _head(in_dim: int, out_dim: int, kind: str, dropout: float) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(
+        nn.Linear(in_dim, in_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(in_dim, out_dim)
+    )
+
+
+class ATRModel(nn.Module):
+    """Audio tower f, text tower g, projection heads, and the ground metric M.
+
+    ``encode_*`` return L2-normalised joint embeddings of shape (N, embed_dim). The backbone
+    features (before the heads) are exposed by ``audio_features`` / ``text_features`` so that
+    training on frozen backbones can cache them and call ``project_*``.
+    """
+
+    def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        self.config = config.validate()
+        self.audio_backbone = build_backbone(config.audio, pretrained)
+        self.text_backbone = build_backbone(config.text, pretrained)
+        self.audio_head = _head(self.audio_backbone.output_dim, config.embed_dim, config.head, config.head_dropout)
+        self.text_head = _head(self.text_backbone.output_dim, config.embed_dim, config.head, config.head_dropout)
+        self.metric = MahalanobisMetric(
+            config.embed_dim, learnable=config.metric == "mahalanobis", eig_floor=config.eig_floor
+        )
+        for tower, cfg in ((self.audio_backbone, config.audio), (self.text_backbone, config.text)):
+            tower.requires_grad_(cfg.trainable)
+
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate the audio tower expects (waveforms are resampled to it on load)."""
+        return int(self.audio_backbone.sample_rate)
+
+    @property
+    def device(self) -> torch.device:
+        return self.audio_head.weight.device if isinstance(self.audio_head, nn.Linear) else next(
+            self.audio_head.parameters()
+        ).device
+
+    # -- features (backbone outputs) --------------------------------------------------------
+    def audio_features(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mono waveforms at :attr:`sample_rate` → backbone features (N, D_audio)."""
+        return self.audio_backbone([w.to(self.device) for w in waveforms])
+
+    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        """Texts → backbone features (N, D_text)."""
+        return self.text_backbone(list(texts))
+
+    # -- projection to the joint space ----------------------------------------------------------
+    def project_audio(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, D_audio) features → (N, embed_dim) L2-normalised embeddings."""
+        return F.normalize(self.audio_head(features), dim=-1)
+
+    def project_text(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, D_text) features → (N, embed_dim) L2-normalised embeddings."""
+        return F.normalize(self.text_head(features), dim=-1)
+
+    def encode_audio(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mono waveforms at :attr:`sample_rate` → (N, embed_dim) L2-normalised embeddings."""
+        return self.project_audio(self.audio_features(waveforms))
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Texts → (N, embed_dim) L2-normalised embeddings."""
+        return self.project_text(self.text_features(texts))
+
+    @torch.inference_mode()
+    def embed_files(self, paths: Sequence[str | Path], batch_size: int = 16) -> torch.Tensor:
+        """Decode and embed audio files → (N, embed_dim) on the CPU, in inference mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = []
+            for start in range(0, len(paths), batch_size):
+                waves = [
+                    load_audio(p, self.sample_rate, self.config.max_duration_s)
+                    for p in paths[start : start + batch_size]
+                ]
+                chunks.append(self.encode_audio(waves).cpu())
+            return torch.cat(chunks) if chunks else torch.empty(0, self.config.embed_dim)
+        finally:
+            self.train(was_training)
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Embed texts → (N, embed_dim) on the CPU, in inference mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = [
+                self.encode_text(texts[start : start + batch_size]).cpu()
+                for start in range(0, len(texts), batch_size)
+            ]
+            return torch.cat(chunks) if chunks else torch.empty(0, self.config.embed_dim)
+        finally:
+            self.train(was_training)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _stored_prefixes(self) -> tuple[str, ...]:
+        prefixes = ["audio_head.", "text_head.", "metric."]
+        if self.config.audio.stores_weights:
+            prefixes.append("audio_backbone.")
+        if self.config.text.stores_weights:
+            prefixes.append("text_backbone.")
+        return tuple(prefixes)
+
+    def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors a checkpoint stores (contiguous CPU copies)."""
+        prefixes = self._stored_prefixes()
+        return {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+            if k.startswith(prefixes)
+        }
+
+    def load_checkpoint_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Strictly load tensors produced by :meth:`checkpoint_state_dict`.
+
+        Raises :class:`CheckpointError` naming missing keys, unexpected keys, or shape mismatches.
+        """
+        expected = self.checkpoint_state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing key(s): {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else ""))
+            if unexpected:
+                parts.append(
+                    f"unexpected key(s): {', '.join(unexpected[:5])}" + (" …" if len(unexpected) > 5 else "")
+                )
+            raise CheckpointError(
+                f"{source} does not match its config.json: {'; '.join(parts)}. "
+                "The weights and the config come from different models or the file is damaged"
+            )
+        for key, tensor in state.items():
+            if tensor.shape != expected[key].shape:
+                raise CheckpointError(
+                    f"{source}: key {key} has shape {tuple(tensor.shape)}, the config expects "
+                    f"{tuple(expected[key].shape)}"
+                )
+        self.load_state_dict(state, strict=False)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / CONFIG_NAME, lambda p: self.config.save(p))
+        metadata = {"format": "pt", "atr_demo_config_version": str(self.config.version)}
+        _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(self.checkpoint_state_dict(), str(p), metadata))
+        return directory
+
+
+def _atomic_write(path: Path, write: object) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))  # type: ignore[operator]
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# -- the factory -------------------------------------------------------------------------------
+
+def tiny_config() -> ModelConfig:
+    """A tiny randomly initialised model for tests: hashing text tower, 1-D CNN audio tower."""
+    return ModelConfig(
+        audio=BackboneConfig(kind="tiny_audio", dim=32, trainable=True),
+        text=BackboneConfig(kind="tiny_text", dim=32, trainable=True),
+        embed_dim=16,
+        name="tiny",
+        max_duration_s=120.0,
+    )
+
+
+def base_config() -> ModelConfig:
+    """The real offline backbones (aiSFX CNN + all-MiniLM-L6-v2) with untrained linear heads."""
+    return ModelConfig(name="aisfx-minilm-untrained")
+
+
+#: Built-in model names → config factories (random heads, seeded).
+BUILTIN_MODELS = {"tiny": tiny_config, "aisfx-minilm": base_config}
+
+
+def bundled_model_dir() -> Path:
+    """Folder of the bundled checkpoint (``ATR_BUNDLED_MODEL`` overrides it)."""
+    override = os.environ.get("ATR_BUNDLED_MODEL")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / BUNDLED_DIR_NAME
+
+
+def create_model(config: ModelConfig, seed: int = 0, pretrained: bool = True) -> ATRModel:
+    """A new model from ``config``; heads initialised from ``seed`` (deterministic)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ATRModel(config, pretrained=pretrained)
+    return model.eval()
+
+
+def load_from_dir(directory: str | Path) -> ATRModel:
+    """Load a checkpoint folder strictly (see the module docstring for the layout)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint folder {directory} does not exist")
+    try:
+        config = ModelConfig.load(directory / CONFIG_NAME)
+    except ConfigError as exc:
+        raise CheckpointError(f"cannot read the checkpoint config: {exc}") from exc
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"no {WEIGHTS_NAME} in {directory}: the checkpoint is incomplete")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}): re-download or re-save it") from exc
+    model = create_model(config, pretrained=False)
+    model.load_checkpoint_state_dict(state, source=str(weights))
+    model.source = str(directory)  # type: ignore[assignment]
+    return model.eval()
+
+
+def resolve_model_dir(name_or_path: str, revision: str | None = None) -> Path:
+    """Map a local folder or a hub repo id to a local checkpoint folder.
+
+    Hub repos go through ``huggingface_hub.snapshot_download``, which serves from the local
+    cache when ``HF_HUB_OFFLINE=1`` is set.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if not _REPO_ID_RE.match(name_or_path):
+        raise CheckpointError(
+            f"model {name_or_path!r} is neither a folder, a built-in name ({', '.join(['bundled', *BUILTIN_MODELS])}) "
+            "nor a hub repo id of the form owner/name"
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(name_or_path, revision=revision))
+    except LocalEntryNotFoundError as exc:
+        raise CheckpointError(
+            f"model {name_or_path!r} is not in the local hub cache and the hub cannot be reached: "
+            "go online once to download it, or pass a local checkpoint folder"
+        ) from exc
+    except (RepositoryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise CheckpointError(f"cannot download model {name_or_path!r}: {exc}") from exc
+
+
+def load_model(name_or_path: str | None = None, revision: str | None = None) -> ATRModel:
+    """The model factory: bundled checkpoint, built-in name, local folder, or hub repo id.
+
+    Args:
+        name_or_path: ``None`` or ``"bundled"`` for the bundled checkpoint; ``"tiny"`` or
+            ``"aisfx-minilm"`` for a built-in untrained model; a checkpoint folder; or
+            ``owner/name`` on the Hugging Face Hub.
+        revision: hub branch, tag or commit (hub repo ids only).
+    """
+    if name_or_path in (None, "", "bundled"):
+        directory = bundled_model_dir()
+        if not (directory / CONFIG_NAME).is_file():
+            raise CheckpointError(
+                f"the bundled checkpoint is missing from {directory}: pass --model with a checkpoint "
+                "folder, a hub repo id, or a built-in name (tiny, aisfx-minilm)"
+            )
+        return load_from_dir(directory)
+    if name_or_path in BUILTIN_MODELS:
+        return create_model(BUILTIN_MODELS[name_or_path]())
+    return load_from_dir(resolve_model_dir(name_or_path, revision))

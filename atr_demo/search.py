@@ -1,0 +1,76 @@
+"""High-level operations shared by the CLI and the app: search a gallery, label clips.
+
+Each returns plain Python data (lists of dicts) ready for JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atr_demo.gallery import Gallery
+from atr_demo.model import ATRModel
+from atr_demo.retrieval import score_matrix, top_k
+from atr_demo.zeroshot import ESC50_CLASSES, ESC50_DESCRIPTIONS, LabelSet, classify
+
+#: How many anchor queries the transport mode adds at most (keeps the OT problem small).
+MAX_ANCHORS = 512
+
+
+def text_anchors(model: ATRModel, gallery: Gallery) -> torch.Tensor:
+    """Reference text queries that compete with a lone query in ``transport`` mode.
+
+    The gallery's own captions when it has them (one per clip, the paper's setting), otherwise
+    the ESC-50 class descriptions, a generic set of everyday sounds.
+    """
+    captions = gallery.captions()
+    if not captions:
+        captions = [d for label in ESC50_CLASSES for d in ESC50_DESCRIPTIONS[label]]
+    return model.embed_texts(captions[:MAX_ANCHORS])
+
+
+def search_text(
+    model: ATRModel,
+    gallery: Gallery,
+    queries: list[str],
+    k: int = 10,
+    mode: str = "cosine",
+    anchors: torch.Tensor | None = None,
+) -> list[dict[str, Any]]:
+    """Rank ``gallery`` for each text query → ``[{"query", "results": [{"file", "score", …}]}]``."""
+    q = model.embed_texts(queries)
+    if mode == "transport" and anchors is None:
+        anchors = text_anchors(model, gallery)
+    scores = score_matrix(
+        q, gallery.embeddings, mode=mode, metric=model.metric, eps=model.config.eps,
+        anchors=anchors, mass=model.config.mass,
+    )
+    values, indices = top_k(scores, k)
+    out = []
+    for query, vals, idx in zip(queries, values.tolist(), indices.tolist()):
+        results = [{**gallery.metadata[i], "file": str(gallery.files[i]), "score": float(v)} for v, i in zip(vals, idx)]
+        out.append({"query": query, "results": results})
+    return out
+
+
+def label_clips(
+    model: ATRModel,
+    files: list[Path],
+    audio: torch.Tensor,
+    label_set: LabelSet,
+    top: int = 5,
+    mode: str = "cosine",
+    anchors: torch.Tensor | None = None,
+) -> list[dict[str, Any]]:
+    """Zero-shot labels of embedded clips → ``[{"file", "labels": [{"label", "score"}]}]``."""
+    probs = classify(model, audio, label_set, mode=mode, anchors=anchors)
+    values, indices = top_k(probs, top)
+    return [
+        {
+            "file": str(f),
+            "labels": [{"label": label_set.labels[i], "score": float(v)} for v, i in zip(vals, idx)],
+        }
+        for f, vals, idx in zip(files, values.tolist(), indices.tolist())
+    ]
