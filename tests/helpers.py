@@ -1,0 +1,49 @@
+"""Small generators shared by the tests (audio files, tiny transformers models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def write_tone(path: Path, freq: float = 440.0, seconds: float = 1.0, sr: int = 16000, channels: int = 1, noise: float = 0.0, seed: int = 0) -> Path:
+    """Write a sine tone (plus optional seeded noise) to ``path`` (format from the suffix)."""
+    t = np.arange(int(seconds * sr)) / sr
+    wave = 0.5 * np.sin(2 * np.pi * freq * t)
+    if noise:
+        wave = wave + noise * np.random.default_rng(seed).standard_normal(len(t))
+    data = np.repeat(wave[:, None], channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data.astype(np.float32), sr)
+    return path
+
+
+def make_tiny_bert(directory: Path) -> Path:
+    """Save a randomly initialised 2-layer BERT with a 60-word vocabulary to ``directory``."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = "a the dog barks cat meows rain falls water bird sings engine runs car horn train wind fire sound of this is".split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *[f"w{i}" for i in range(60 - len(words) - 5)]]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"))
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, max_position_embeddings=64)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def make_tiny_wav2vec2(directory: Path) -> Path:
+    """Save a randomly initialised tiny wav2vec 2.0 encoder with its feature extractor."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    config = Wav2Vec2Config(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
+    )
+    Wav2Vec2Model(config).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(directory)
+    return directory
