@@ -1,0 +1,148 @@
+"""Dataset loaders on generated fixtures, mixtures, caption noise and group batching."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from atr_demo.errors import ConfigError
+from training.datasets import (
+    Clip,
+    compose_caption,
+    group_batches,
+    inject_caption_noise,
+    load_clip_audio,
+    load_dataset,
+    make_mixtures,
+    mix_waveforms,
+)
+
+from tests.helpers import write_tone
+
+
+def _clips(n: int, captions_per: int = 1) -> list[Clip]:
+    return [Clip(f"c{i}", f"/x/{i}.wav", [f"caption {i} {j}" for j in range(captions_per)], "train", f"g{i}") for i in range(n)]
+
+
+def test_corpus_manifest(tmp_path: Path) -> None:
+    write_tone(tmp_path / "audio" / "a.wav", seconds=2.0)
+    write_tone(tmp_path / "audio" / "b.wav", freq=880)
+    rows = [
+        {"clip_id": "a0", "audio": "audio/a.wav", "captions": ["rain falls"], "split": "train", "group": "g1",
+         "esc50": "rain", "start_s": 0.5, "duration_s": 1.0, "package": "p", "licence": "CC0", "author": None,
+         "original_name": "rain.wav"},
+        {"clip_id": "b0", "audio": "audio/b.wav", "captions": ["a bell rings", "a tone"], "split": "test", "group": "g2",
+         "esc50": None, "start_s": 0.0, "duration_s": None, "package": "p", "licence": "CC0", "author": "x",
+         "original_name": "b.wav"},
+    ]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    clips = load_dataset(tmp_path)
+    assert [c.clip_id for c in clips] == ["a0", "b0"]
+    assert clips[0].esc50 == "rain" and clips[0].split == "train" and clips[1].captions == ["a bell rings", "a tone"]
+    wave = load_clip_audio(clips[0], 16000)
+    assert wave.shape == (16000,)  # the 1 s segment of a 2 s file
+
+
+def test_clotho(tmp_path: Path) -> None:
+    for folder, name in (("development", "d.wav"), ("evaluation", "e.wav")):
+        write_tone(tmp_path / folder / name)
+        header = "file_name," + ",".join(f"caption_{i}" for i in range(1, 6))
+        caps = ",".join(f"{folder} caption {i}" for i in range(1, 6))
+        (tmp_path / f"clotho_captions_{folder}.csv").write_text(f"{header}\n{name},{caps}\n")
+    clips = load_dataset(tmp_path)
+    assert {c.split for c in clips} == {"train", "test"}
+    assert all(len(c.captions) == 5 and Path(c.audio).is_file() for c in clips)
+
+
+def test_audiocaps_skips_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_tone(tmp_path / "audio" / "yt1.flac")
+    write_tone(tmp_path / "audio" / "77.wav")
+    (tmp_path / "train.csv").write_text(
+        "audiocap_id,youtube_id,start_time,caption\n1,yt1,30,a dog barks\n2,yt1,30,a dog is barking\n"
+        "77,yt2,0,rain falls\n3,missing,10,nothing here\n"
+    )
+    with caplog.at_level("WARNING"):
+        clips = load_dataset(tmp_path)
+    assert len(clips) == 2
+    assert clips[0].captions == ["a dog barks", "a dog is barking"]
+    assert "skipped 1 caption row" in caplog.text
+
+
+def test_esc50(tmp_path: Path) -> None:
+    write_tone(tmp_path / "audio" / "1-100-A-0.wav")
+    write_tone(tmp_path / "audio" / "2-100-A-10.wav")
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "esc50.csv").write_text(
+        "filename,fold,target,category,esc10,src_file,take\n1-100-A-0.wav,1,0,dog,True,100,A\n"
+        "2-100-A-10.wav,2,10,rain,True,100,A\n"
+    )
+    clips = load_dataset(tmp_path)
+    assert [(c.esc50, c.fold, c.split) for c in clips] == [("dog", 1, "test"), ("rain", 2, "test")]
+
+
+def test_generic_manifest_csv_and_jsonl(tmp_path: Path) -> None:
+    write_tone(tmp_path / "x.wav")
+    (tmp_path / "m.csv").write_text("audio,caption,caption2\nx.wav,a tone,a beep\n")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio": "x.wav", "caption": "a tone", "split": "val"}) + "\n")
+    csv_clips = load_dataset(tmp_path / "m.csv")
+    json_clips = load_dataset(tmp_path / "m.jsonl")
+    assert csv_clips[0].captions == ["a tone", "a beep"] and csv_clips[0].split == "train"
+    assert json_clips[0].split == "validation"
+    (tmp_path / "bad.csv").write_text("path,caption\nx.wav,a tone\n")
+    with pytest.raises(ConfigError, match="audio"):
+        load_dataset(tmp_path / "bad.csv")
+
+
+def test_compose_caption() -> None:
+    assert compose_caption("A dog barks.", "The rain falls.") == "A dog barks while the rain falls"
+    assert compose_caption("a cow moos", "Footsteps on gravel", "and") == "a cow moos and footsteps on gravel"
+    assert compose_caption("a cow moos", "TV static") == "a cow moos while TV static"
+
+
+def test_mixtures_seeded_and_mixed(tmp_path: Path) -> None:
+    clips = [Clip(f"c{i}", str(write_tone(tmp_path / f"{i}.wav", freq=200 + 100 * i, seconds=0.5 + i * 0.25)),
+                  [f"sound {i}"], "train", f"g{i}") for i in range(4)]
+    a, b = make_mixtures(clips, 5, seed=3), make_mixtures(clips, 5, seed=3)
+    assert [m.captions for m in a] == [m.captions for m in b] and len(a) == 5
+    assert all(m.mix_of[0].group != m.mix_of[1].group for m in a)
+    wave = load_clip_audio(a[0], 16000)
+    expected = max(len(load_clip_audio(s, 16000)) for s in a[0].mix_of)
+    assert len(wave) == expected and float(wave.abs().max()) <= 1.0 + 1e-6
+    mixed = mix_waveforms(torch.ones(4) * 0.5, torch.ones(2), 0.0)
+    assert torch.allclose(mixed, torch.tensor([1.0, 1.0, 0.5, 0.5]))
+
+
+@pytest.mark.parametrize("n,fraction", [(50, 0.2), (50, 0.6), (7, 0.4), (10, 1.0)])
+def test_caption_noise_exact(n: int, fraction: float) -> None:
+    clips = _clips(n, captions_per=2)
+    noisy, idx = inject_caption_noise(clips, fraction, seed=1)
+    assert len(idx) == round(fraction * n) and len(set(idx)) == len(idx)
+    changed = [i for i in range(n) if noisy[i].captions != clips[i].captions]
+    assert changed == idx  # exactly the reported pairs are mismatched: a derangement
+    assert sorted(map(tuple, (noisy[i].captions for i in idx))) == sorted(map(tuple, (clips[i].captions for i in idx)))
+    assert clips[0].captions == ["caption 0 0", "caption 0 1"]  # the input is untouched
+    again, idx2 = inject_caption_noise(clips, fraction, seed=1)
+    assert idx2 == idx and [c.captions for c in again] == [c.captions for c in noisy]
+    other, idx3 = inject_caption_noise(clips, fraction, seed=2)
+    assert (idx3, [c.captions for c in other]) != (idx, [c.captions for c in noisy])
+
+
+def test_caption_noise_edge_cases() -> None:
+    assert inject_caption_noise(_clips(5), 0.0, 0)[1] == []
+    with pytest.raises(ConfigError, match="single clip"):
+        inject_caption_noise(_clips(5), 0.2, 0)
+    with pytest.raises(ConfigError):
+        inject_caption_noise(_clips(5), 1.5, 0)
+
+
+def test_group_batches_unique_keys() -> None:
+    keys = [{f"g{i % 3}", f"cap{i}"} for i in range(30)]
+    batches = group_batches(keys, 8, random.Random(0))
+    for batch in batches:
+        groups = [k for i in batch for k in keys[i]]
+        assert len(groups) == len(set(groups)) and 2 <= len(batch) <= 3
+    assert sorted(i for b in batches for i in b) == list(range(30))

@@ -1,0 +1,519 @@
+"""Training and evaluation data: one :class:`Clip` record, loaders for the formats users bring,
+mixture augmentation and caption-noise injection.
+
+Formats (see DESIGN.md §6):
+
+* ``manifest.jsonl`` of the sound corpus (``clip_id, audio, captions, split, group, esc50,
+  start_s, duration_s`` …; audio paths relative to the manifest's folder).
+* Clotho: ``clotho_captions_{development,validation,evaluation}.csv`` (``file_name,
+  caption_1..5``), audio in a folder named like the split.
+* AudioCaps: ``train.csv / val.csv / test.csv`` (``audiocap_id,youtube_id,start_time,caption``),
+  audio named by youtube id or audiocap id, any audio extension; missing files are skipped.
+* ESC-50: ``meta/esc50.csv`` (``filename,fold,target,category,…``), audio in ``audio/``.
+* A generic manifest: CSV or JSONL with ``audio,caption[,caption…]``.
+
+Splits are always called ``train``, ``validation`` and ``test``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from atr_demo.audio import load_audio
+from atr_demo.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus")
+CLOTHO_SPLITS = {"development": "train", "validation": "validation", "evaluation": "test"}
+AUDIOCAPS_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+FORMATS = ("corpus", "clotho", "audiocaps", "esc50", "manifest")
+
+
+@dataclass
+class Clip:
+    """One audio clip (or a segment of a file) with its captions.
+
+    Attributes:
+        clip_id: unique id within a dataset.
+        audio: absolute path of the audio file.
+        captions: one or more captions (Clotho has 5).
+        split: ``train`` | ``validation`` | ``test``.
+        group: recording group: cuts of one recording share it (batches hold one per group).
+        esc50: ESC-50 class of the clip, if one applies.
+        start_s, duration_s: the segment of the file (``None``: to the end).
+        fold: ESC-50 fold (1–5) for ESC-50 data.
+        mix_of: for a mixture, the two source clips (the audio is built on the fly).
+        gain_db: gain applied to the second source of a mixture.
+    """
+
+    clip_id: str
+    audio: str
+    captions: list[str]
+    split: str
+    group: str
+    esc50: str | None = None
+    start_s: float = 0.0
+    duration_s: float | None = None
+    fold: int | None = None
+    mix_of: tuple[Clip, Clip] | None = field(default=None, repr=False)
+    gain_db: float = 0.0
+
+
+# -- audio -----------------------------------------------------------------------------------
+
+def load_clip_audio(clip: Clip, sample_rate: int, max_duration_s: float | None = None) -> torch.Tensor:
+    """Mono waveform (samples,) of a clip at ``sample_rate``: its segment, or its mixture."""
+    if clip.mix_of is not None:
+        a = load_clip_audio(clip.mix_of[0], sample_rate, max_duration_s)
+        b = load_clip_audio(clip.mix_of[1], sample_rate, max_duration_s)
+        return mix_waveforms(a, b, clip.gain_db)
+    wave = load_audio(clip.audio, sample_rate, max_duration_s=None)
+    start = int(round(clip.start_s * sample_rate))
+    stop = len(wave) if clip.duration_s is None else start + int(round(clip.duration_s * sample_rate))
+    wave = wave[start:stop]
+    if max_duration_s is not None:
+        wave = wave[: int(max_duration_s * sample_rate)]
+    if len(wave) == 0:
+        raise ConfigError(f"clip {clip.clip_id}: segment {clip.start_s}+{clip.duration_s}s is empty in {clip.audio}")
+    return wave
+
+
+def mix_waveforms(a: torch.Tensor, b: torch.Tensor, gain_db: float) -> torch.Tensor:
+    """``a + 10^(gain_db/20) · b`` over the longer length (the shorter is zero-padded), peak ≤ 1.
+
+    Both inputs are peak-normalised first so that the gain is the level of ``b`` relative to ``a``.
+    """
+    def peak_norm(w: torch.Tensor) -> torch.Tensor:
+        peak = w.abs().max()
+        return w / peak if peak > 0 else w
+
+    a, b = peak_norm(a), peak_norm(b)
+    n = max(len(a), len(b))
+    out = torch.zeros(n, dtype=torch.float32)
+    out[: len(a)] += a
+    out[: len(b)] += float(10 ** (gain_db / 20)) * b
+    peak = out.abs().max()
+    return out / peak if peak > 1 else out
+
+
+# -- loaders ---------------------------------------------------------------------------------
+
+def _norm_split(value: str, where: str) -> str:
+    aliases = {"val": "validation", "valid": "validation", "dev": "train", "development": "train",
+               "eval": "test", "evaluation": "test"}
+    split = aliases.get(value, value)
+    if split not in SPLITS:
+        raise ConfigError(f"{where}: unknown split {value!r}; use one of {SPLITS}")
+    return split
+
+
+def _captions_of(value: object, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise ConfigError(f"{where}: captions must be a string or a list of strings")
+    captions = [c.strip() for c in value if c.strip()]
+    if not captions:
+        raise ConfigError(f"{where}: no caption")
+    return captions
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{n} is not valid JSON ({exc})") from exc
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path}:{n} must be a JSON object")
+            rows.append(row)
+    return rows
+
+
+def load_corpus_manifest(path: str | Path) -> list[Clip]:
+    """The sound corpus's ``manifest.jsonl`` (audio paths relative to its folder)."""
+    path = Path(path)
+    root = path.parent
+    clips = []
+    for n, row in enumerate(_read_jsonl(path), 1):
+        where = f"{path}:{n}"
+        missing = [k for k in ("clip_id", "audio", "captions") if k not in row]
+        if missing:
+            raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
+        clips.append(Clip(
+            clip_id=str(row["clip_id"]),
+            audio=str((root / row["audio"]).resolve()),
+            captions=_captions_of(row["captions"], where),
+            split=_norm_split(str(row.get("split", "train")), where),
+            group=str(row.get("group") or row["clip_id"]),
+            esc50=row.get("esc50") or None,
+            start_s=float(row.get("start_s") or 0.0),
+            duration_s=None if row.get("duration_s") is None else float(row["duration_s"]),
+        ))
+    return clips
+
+
+def load_generic_manifest(path: str | Path, split: str | None = None) -> list[Clip]:
+    """A CSV (header ``audio,caption[,caption…]``) or JSONL (``audio`` and ``caption``/``captions``).
+
+    Optional columns: ``split``, ``group``, ``esc50``, ``start_s``, ``duration_s``, ``clip_id``.
+    Without a split column every clip gets ``split`` (default ``train``).
+    """
+    path = Path(path)
+    root = path.parent
+    if path.suffix == ".jsonl":
+        rows = _read_jsonl(path)
+    else:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header or "audio" not in header:
+                raise ConfigError(f"{path}: the first row must be a header with an 'audio' column")
+            rows = []
+            for values in reader:
+                if not any(v.strip() for v in values):
+                    continue
+                row: dict = {}
+                caps = []
+                for key, value in zip(header, values):
+                    if key.startswith("caption"):
+                        caps.append(value)
+                    else:
+                        row[key] = value
+                row["captions"] = caps
+                rows.append(row)
+    clips = []
+    for n, row in enumerate(rows, 1):
+        where = f"{path}:{n}"
+        if "audio" not in row:
+            raise ConfigError(f"{where}: no 'audio' value")
+        caps = row.get("captions", row.get("caption"))
+        clip_id = str(row.get("clip_id") or Path(str(row["audio"])).stem)
+        clips.append(Clip(
+            clip_id=clip_id,
+            audio=str((root / str(row["audio"])).resolve()),
+            captions=_captions_of(caps, where),
+            split=_norm_split(str(row.get("split") or split or "train"), where),
+            group=str(row.get("group") or clip_id),
+            esc50=row.get("esc50") or None,
+            start_s=float(row.get("start_s") or 0.0),
+            duration_s=float(row["duration_s"]) if row.get("duration_s") not in (None, "") else None,
+        ))
+    return clips
+
+
+def load_clotho(root: str | Path) -> list[Clip]:
+    """Clotho: every ``clotho_captions_<split>.csv`` in ``root``; audio in ``root/<split>/``."""
+    root = Path(root)
+    clips = []
+    found = False
+    for name, split in CLOTHO_SPLITS.items():
+        csv_path = root / f"clotho_captions_{name}.csv"
+        if not csv_path.is_file():
+            continue
+        found = True
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                caps = [row[k] for k in sorted(row) if k and k.startswith("caption_") and row[k]]
+                file_name = row["file_name"]
+                clips.append(Clip(
+                    clip_id=f"{name}/{file_name}",
+                    audio=str((root / name / file_name).resolve()),
+                    captions=_captions_of(caps, f"{csv_path}:{file_name}"),
+                    split=split,
+                    group=f"{name}/{file_name}",
+                ))
+    if not found:
+        raise ConfigError(f"no clotho_captions_{{development,validation,evaluation}}.csv in {root}")
+    return clips
+
+
+def _index_audio(folder: Path) -> dict[str, Path]:
+    """Audio files of ``folder`` (recursive) by stem."""
+    return {p.stem: p for p in sorted(folder.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS}
+
+
+def load_audiocaps(root: str | Path, audio_dir: str | Path | None = None) -> list[Clip]:
+    """AudioCaps CSVs in ``root``; audio in ``audio_dir`` (default ``root/audio``, else ``root``).
+
+    A file is found by youtube id, ``<youtube_id>_<start>`` or audiocap id; rows without a file
+    are skipped and counted in the log. Captions of one youtube clip are merged (multi-caption).
+    """
+    root = Path(root)
+    folder = Path(audio_dir) if audio_dir else (root / "audio" if (root / "audio").is_dir() else root)
+    files = _index_audio(folder)
+    by_key: dict[tuple[str, str], Clip] = {}
+    missing = 0
+    found = False
+    for name, split in AUDIOCAPS_SPLITS.items():
+        csv_path = root / f"{name}.csv"
+        if not csv_path.is_file():
+            continue
+        found = True
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                yt, cap_id, start = row["youtube_id"], row["audiocap_id"], row.get("start_time", "0")
+                start_int = str(int(float(start or 0)))
+                path = files.get(yt) or files.get(f"{yt}_{start_int}") or files.get(cap_id)
+                if path is None:
+                    missing += 1
+                    continue
+                key = (split, str(path))
+                if key in by_key:
+                    by_key[key].captions.append(row["caption"].strip())
+                else:
+                    by_key[key] = Clip(
+                        clip_id=f"{yt}_{start_int}", audio=str(path.resolve()),
+                        captions=_captions_of(row["caption"], f"{csv_path}:{cap_id}"),
+                        split=split, group=yt,
+                    )
+    if not found:
+        raise ConfigError(f"no train.csv / val.csv / test.csv in {root}")
+    if missing:
+        logger.warning("AudioCaps: skipped %d caption row(s) whose audio is not in %s", missing, folder)
+    return list(by_key.values())
+
+
+def load_esc50(root: str | Path, test_fold: int | None = None) -> list[Clip]:
+    """ESC-50: ``meta/esc50.csv`` and ``audio/``; the caption is "the sound of <category>".
+
+    All clips are ``test`` clips (zero-shot) unless ``test_fold`` is given, in which case that
+    fold is ``test`` and the others ``train``.
+    """
+    root = Path(root)
+    meta = root / "meta" / "esc50.csv"
+    if not meta.is_file():
+        raise ConfigError(f"no meta/esc50.csv in {root}")
+    clips = []
+    with open(meta, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            category, fold = row["category"], int(row["fold"])
+            split = "test" if test_fold is None or fold == test_fold else "train"
+            clips.append(Clip(
+                clip_id=row["filename"], audio=str((root / "audio" / row["filename"]).resolve()),
+                captions=[f"the sound of {category.replace('_', ' ')}"], split=split,
+                group=row.get("src_file") or row["filename"], esc50=category, fold=fold,
+            ))
+    return clips
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format of a dataset path (see :data:`FORMATS`)."""
+    if path.is_file():
+        if path.name == "manifest.jsonl":
+            return "corpus"
+        if path.suffix in (".csv", ".jsonl"):
+            return "manifest"
+        raise ConfigError(f"{path}: cannot tell the dataset format; pass format explicitly")
+    if not path.is_dir():
+        raise ConfigError(f"dataset {path} does not exist")
+    if (path / "manifest.jsonl").is_file():
+        return "corpus"
+    if (path / "meta" / "esc50.csv").is_file():
+        return "esc50"
+    if any(path.glob("clotho_captions_*.csv")):
+        return "clotho"
+    if any((path / f"{n}.csv").is_file() for n in AUDIOCAPS_SPLITS):
+        return "audiocaps"
+    raise ConfigError(f"{path}: no manifest.jsonl, meta/esc50.csv, clotho_captions_*.csv or train/val/test.csv found")
+
+
+def load_dataset(spec: str | Path, fmt: str | None = None) -> list[Clip]:
+    """Load a dataset from a path; ``fmt`` (or a ``format:`` prefix, e.g. ``esc50:/data/ESC-50``)
+    overrides the detection. Returns clips of every split."""
+    text = str(spec)
+    match = re.match(r"^(corpus|clotho|audiocaps|esc50|manifest):(.*)$", text)
+    if match:
+        fmt, text = match.group(1), match.group(2)
+    path = Path(text).expanduser()
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown dataset format {fmt!r}; use one of {FORMATS}")
+    if fmt == "corpus":
+        clips = load_corpus_manifest(path / "manifest.jsonl" if path.is_dir() else path)
+    elif fmt == "clotho":
+        clips = load_clotho(path)
+    elif fmt == "audiocaps":
+        clips = load_audiocaps(path)
+    elif fmt == "esc50":
+        clips = load_esc50(path)
+    else:
+        clips = load_generic_manifest(path)
+    ids = [c.clip_id for c in clips]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ConfigError(f"{spec}: duplicate clip id {dup!r}")
+    logger.info("loaded %d clips from %s (%s)", len(clips), spec, fmt)
+    return clips
+
+
+def split_clips(clips: Sequence[Clip], split: str) -> list[Clip]:
+    """The clips of one split, in order."""
+    return [c for c in clips if c.split == split]
+
+
+# -- mixtures --------------------------------------------------------------------------------
+
+_LEADING_LOWER = {"a", "an", "the", "some", "someone", "somebody", "several", "many", "two", "three",
+                  "people", "person", "footsteps", "water", "rain", "wind", "birds", "it", "there"}
+
+
+def _strip(caption: str) -> str:
+    return caption.strip().rstrip(".!;, ").strip()
+
+
+def _lower_lead(caption: str) -> str:
+    """Lower-case the first word unless it looks like a name or an acronym ("TV", "Paris")."""
+    words = caption.split(" ", 1)
+    first = words[0]
+    is_acronym = len(first) > 1 and first[1:].isupper()
+    if first.lower() in _LEADING_LOWER or (not is_acronym and first[:1].isupper() and first[1:].islower()):
+        words[0] = first.lower()
+    return " ".join(words)
+
+
+def compose_caption(first: str, second: str, connector: str = "while") -> str:
+    """``"A dog barks."`` + ``"The rain falls."`` → ``"A dog barks while the rain falls"``."""
+    if connector not in ("while", "and"):
+        raise ValueError(f"connector must be 'while' or 'and', got {connector!r}")
+    a, b = _strip(first), _lower_lead(_strip(second))
+    return f"{a} {connector} {b}"
+
+
+def make_mixtures(clips: Sequence[Clip], count: int, seed: int, gain_db: tuple[float, float] = (-6.0, 6.0)) -> list[Clip]:
+    """``count`` two-clip mixtures of clips from different groups (seeded).
+
+    Each mixture's audio is ``first + gain · second`` (see :func:`mix_waveforms`) and its caption
+    composes one caption of each with "while" or "and". Mixture groups are ``mix:<g1>+<g2>``.
+    """
+    rng = random.Random(seed)
+    pool = [c for c in clips if c.mix_of is None]
+    if count <= 0 or len({c.group for c in pool}) < 2:
+        return []
+    out = []
+    while len(out) < count:
+        a, b = rng.sample(pool, 2)
+        if a.group == b.group:
+            continue
+        gain = rng.uniform(*gain_db)
+        connector = rng.choice(("while", "and"))
+        caption = compose_caption(rng.choice(a.captions), rng.choice(b.captions), connector)
+        out.append(Clip(
+            clip_id=f"mix{seed}_{len(out)}:{a.clip_id}+{b.clip_id}", audio=a.audio, captions=[caption],
+            split=a.split, group=f"mix:{a.group}+{b.group}", mix_of=(a, b), gain_db=round(gain, 4),
+        ))
+    return out
+
+
+# -- caption noise ---------------------------------------------------------------------------
+
+def inject_caption_noise(clips: Sequence[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[int]]:
+    """Shuffle the captions of exactly ``round(fraction · n)`` clips among themselves.
+
+    The chosen clips' caption lists are permuted by a random derangement (a random cycle,
+    Sattolo's algorithm, redrawn until no clip ends up with captions equal to its own), so every
+    chosen clip is mismatched. The other clips are unchanged. Returns new clips and the sorted
+    indices of the mismatched ones.
+
+    Raises:
+        ConfigError: ``fraction`` outside [0, 1], or exactly one clip would be chosen (one
+            caption cannot be shuffled), or the chosen captions are all identical.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"noise fraction must be in [0, 1], got {fraction}")
+    n = len(clips)
+    k = int(math.floor(fraction * n + 0.5))
+    out = [replace(c) for c in clips]
+    if k == 0:
+        return out, []
+    if k == 1:
+        raise ConfigError(f"noise fraction {fraction} of {n} clips selects a single clip, which cannot be shuffled")
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(range(n), k))
+    for _ in range(1000):
+        perm = list(range(k))
+        for i in range(k - 1, 0, -1):  # Sattolo: a uniformly random k-cycle
+            j = rng.randrange(i)
+            perm[i], perm[j] = perm[j], perm[i]
+        if all(clips[chosen[perm[j]]].captions != clips[chosen[j]].captions for j in range(k)):
+            break
+    else:
+        raise ConfigError("cannot mismatch the chosen captions: too many of them are identical")
+    for j, idx in enumerate(chosen):
+        out[idx].captions = list(clips[chosen[perm[j]]].captions)
+    logger.info("caption noise: %d of %d training pairs mismatched (fraction %.3f)", k, n, k / n)
+    return out, chosen
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+def group_batches(keys: Sequence[set[str]], batch_size: int, rng: random.Random, min_size: int = 2) -> list[list[int]]:
+    """Shuffle items into batches in which no two items share a key (group or caption).
+
+    Args:
+        keys: per item, the set of keys that must be unique within a batch.
+        batch_size: target batch size.
+        rng: random source (the order is a function of its state).
+        min_size: batches smaller than this are dropped (a batch of one has no negatives).
+
+    Returns:
+        lists of item indices; an item that cannot be placed in any open batch waits for the next.
+    """
+    order = list(range(len(keys)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    pending = order
+    while pending:
+        batch: list[int] = []
+        seen: set[str] = set()
+        rest = []
+        for i in pending:
+            if len(batch) < batch_size and not (keys[i] & seen):
+                batch.append(i)
+                seen |= keys[i]
+            else:
+                rest.append(i)
+        batches.append(batch)
+        pending = rest
+    return [b for b in batches if len(b) >= min_size]
+
+
+def caption_key(caption: str) -> str:
+    """Normalised caption text used to detect duplicate captions in a batch."""
+    return "cap:" + " ".join(re.findall(r"[a-z0-9']+", caption.lower()))
+
+
+def caption_groups(captions: Sequence[str], groups: Sequence[str]) -> list[int]:
+    """Integer group ids: items sharing a recording group or a normalised caption share an id."""
+    parent = list(range(len(captions)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, key in enumerate(zip(captions, groups)):
+        for k in (caption_key(key[0]), "grp:" + key[1]):
+            if k in first:
+                parent[find(i)] = find(first[k])
+            else:
+                first[k] = i
+    roots: dict[int, int] = defaultdict(lambda: len(roots))
+    return [roots[find(i)] for i in range(len(captions))]
