@@ -69,7 +69,7 @@ def test_cli_search_json(library: Path, tmp_path: Path, capsys: pytest.CaptureFi
 def test_cli_label_json_and_table(library: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run(capsys, ["label", str(library / "a.wav"), str(library / "sub"), "--model", "tiny", "--top", "3", "--json", "--cache-dir", str(tmp_path / "c")])
     data = json.loads(out)
-    assert code == 0 and len(data) == 2
+    assert code == 0 and len(data) == 3
     assert all(len(d["labels"]) == 3 and set(d["labels"][0]) == {"label", "score"} for d in data)
     labels = tmp_path / "labels.txt"
     labels.write_text("tone\nnoise\n")
