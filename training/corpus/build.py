@@ -36,6 +36,10 @@ MAX_CLIPS_PER_GROUP = 8
 """Near-duplicate families (cuts of one recording, dozens of combat cries) keep at most
 this many clips; the table rows' ``cap`` column limits footsteps, birds and the like."""
 
+MAX_SEGMENTS_PER_RECORDING = 6
+"""A long ambience (wind, rain: up to 170 s) keeps at most this many of its ~10 s segments,
+spread evenly over the recording, so that a few ambiences do not dominate the corpus."""
+
 PREPARED_MARKER = ".prepared"
 
 
@@ -122,13 +126,41 @@ def apply_caps(clips: list[SourceClip], max_per_group: int = MAX_CLIPS_PER_GROUP
     return kept, dropped
 
 
+ID_MARKERS: tuple[str, ...] = ("opensfx.cat#", ".zip:audio/", "/sounds/", "/sound/", "/sfx/", "/stamps/", "/data/")
+
+
+def drop_exact_duplicates(clips: list[SourceClip]) -> tuple[list[SourceClip], list[Dropped]]:
+    """Keep the first (by name) of byte-identical files, e.g. one tileset sound shipped twice."""
+    kept: list[SourceClip] = []
+    dropped: list[Dropped] = []
+    seen: dict[str, str] = {}
+    for clip in sorted(clips, key=lambda c: c.original_name):
+        payload = clip.data if clip.data is not None else clip.path.read_bytes()  # type: ignore[union-attr]
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest in seen:
+            dropped.append(Dropped(clip.package, clip.original_name, f"identical copy of {seen[digest]}"))
+            continue
+        seen[digest] = clip.original_name
+        kept.append(clip)
+    return kept, dropped
+
+
 def clip_id_for(clip: SourceClip) -> str:
-    """Stable id: package short name + slug of the original name (+ hash if very long)."""
+    """Stable id: package short name + slug of the name below the package's sound folder.
+
+    Very long names are shortened and made unique with a hash of the full original name.
+    """
     prefix = slug(clip.package.replace("-data", "").replace("-default", ""))
-    name = clip.original_name.rsplit(".", 1)[0] if "#" not in clip.original_name else clip.original_name
-    body = slug(name.split("/sounds/")[-1].split("/sound/")[-1].split("/sfx/")[-1])
-    if len(body) > 80:
-        body = body[-60:].strip("_") + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    name = clip.original_name
+    if "#" not in name and "." in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(".", 1)[0]
+    for marker in ID_MARKERS:
+        if marker in name:
+            name = name.rsplit(marker, 1)[1]
+            break
+    body = slug(name)
+    if len(body) > 60:
+        body = body[-50:].strip("_") + "_" + hashlib.sha1(clip.original_name.encode()).hexdigest()[:8]
     return f"{prefix}-{body}"
 
 
@@ -142,10 +174,13 @@ def convert_clip(clip: SourceClip, clip_id: str, out: Path, split: str) -> list[
         return Dropped(clip.package, clip.original_name, f"cannot decode: {exc}")
     if not audio.is_usable(samples, rate):
         return Dropped(clip.package, clip.original_name, "empty, shorter than 0.1 s, or silent")
-    bounds = segment_bounds(len(samples), rate)
+    bounds = list(enumerate(segment_bounds(len(samples), rate)))
+    if len(bounds) > MAX_SEGMENTS_PER_RECORDING:
+        step = len(bounds) / MAX_SEGMENTS_PER_RECORDING
+        bounds = [bounds[int(i * step)] for i in range(MAX_SEGMENTS_PER_RECORDING)]
     rows = []
-    for index, (start, stop) in enumerate(bounds):
-        segment_id = clip_id if len(bounds) == 1 else f"{clip_id}-seg{index:02d}"
+    for index, (start, stop) in bounds:
+        segment_id = clip_id if start == 0 and stop == len(samples) else f"{clip_id}-seg{index:02d}"
         relative = f"audio/{clip.package}/{segment_id}.flac"
         target = out / relative
         if not target.is_file():
@@ -175,6 +210,8 @@ def build_package(source: Source, root: Path, out: Path, seed: str) -> tuple[lis
     dropped: list[Dropped] = []
     for item in source.parse(root):
         (clips if isinstance(item, SourceClip) else dropped).append(item)  # type: ignore[arg-type]
+    clips, duplicates = drop_exact_duplicates(clips)
+    dropped += duplicates
     clips, capped = apply_caps(clips)
     dropped += capped
     rows: list[ManifestRow] = []

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from training.corpus.captions import CaptionRule, match
+from training.corpus.captions import CaptionRule, load_rules, match
 from training.corpus.clip import Dropped, SourceClip
 from training.corpus.grouping import default_group
 
@@ -84,3 +84,26 @@ def clips_from_tree(
             path=path,
             original_name=f"{sound_dir}/{relative}",
         )
+
+
+def tree_parser(
+    package: str,
+    sound_dir: str,
+    licence: str,
+    author: str | None = None,
+    skip: Callable[[str], bool] | None = None,
+) -> Callable[[Path], Iterator[SourceClip | Dropped]]:
+    """A parser for packages whose sounds are plain files captioned by their path.
+
+    ``skip(relative)`` leaves a file out silently (e.g. music folders).
+    """
+
+    def parse(root: Path) -> Iterator[SourceClip | Dropped]:
+        rules = load_rules(package)
+        files = [
+            p for p in sound_files(root / sound_dir)
+            if skip is None or not skip(p.relative_to(root / sound_dir).as_posix())
+        ]
+        yield from clips_from_tree(package, root, sound_dir, rules, licence, author, files)
+
+    return parse
