@@ -49,11 +49,11 @@ def wav_bytes(seconds: float, rate: int = 16000, channels: int = 1) -> bytes:
     return buffer.getvalue()
 
 
-def write_sound(path: Path, seconds: float = 0.5, rate: int = 16000, channels: int = 1) -> None:
+def write_sound(path: Path, seconds: float = 0.5, rate: int = 16000, channels: int = 1, freq: float = 440.0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = "OGG" if path.suffix == ".ogg" else "WAV"
     subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
-    sf.write(path, tone(seconds, rate, channels), rate, format=fmt, subtype=subtype)
+    sf.write(path, tone(seconds, rate, channels, freq), rate, format=fmt, subtype=subtype)
 
 
 def make_cat(entries: list[tuple[str, bytes]]) -> bytes:
@@ -352,3 +352,32 @@ def test_extract_takes_only_wanted_members_and_is_resumable(tmp_path: Path) -> N
     (target / "usr/share/games/fake/sounds/cow.wav").unlink()
     debian.extract(deb, target, ["./usr/share/games/fake/sounds/*"])  # done marker: skipped
     assert not (target / "usr/share/games/fake/sounds/cow.wav").exists()
+
+
+def test_very_long_recording_keeps_a_capped_even_set_of_segments(tmp_path: Path) -> None:
+    path = tmp_path / "wind.wav"
+    write_sound(path, 100.0, rate=8000)
+    clip = SourceClip("p", "x/wind.wav", ["wind blows"], "CC0-1.0", None, "wind", esc50="wind", path=path)
+    rows = corpus_build.convert_clip(clip, "p-wind", tmp_path / "out", "train")
+    assert isinstance(rows, list)
+    assert len(rows) == corpus_build.MAX_SEGMENTS_PER_RECORDING
+    starts = [row.start_s for row in rows]
+    assert starts == sorted(starts) and starts[0] == 0.0 and starts[-1] >= 80.0
+    assert len({row.clip_id for row in rows}) == len(rows)
+    assert all(row.group == "p:wind" and row.split == "train" and row.esc50 == "wind" for row in rows)
+
+
+def test_exact_duplicates_are_dropped(tmp_path: Path) -> None:
+    for name in ("a/day.wav", "b/day.wav", "c/night.wav"):
+        write_sound(tmp_path / name, 0.3, freq=300.0 if "night" in name else 500.0)
+    clips = [SourceClip("p", name, ["x y"], "CC0-1.0", None, name, path=tmp_path / name)
+             for name in ("b/day.wav", "a/day.wav", "c/night.wav")]
+    kept, dropped = corpus_build.drop_exact_duplicates(clips)
+    assert [c.original_name for c in kept] == ["a/day.wav", "c/night.wav"]
+    assert dropped[0].original_name == "b/day.wav" and "a/day.wav" in dropped[0].reason
+
+
+def test_clip_ids_are_short_and_stable() -> None:
+    clip = SourceClip("0ad-data", "usr/share/games/0ad/mods/public/public.zip:audio/ambient/weather/rain_11.ogg",
+                      ["rain falls"], "CC-BY-SA-3.0", None, "g", data=b"x")
+    assert corpus_build.clip_id_for(clip) == "0ad-ambient_weather_rain_11"
