@@ -44,7 +44,8 @@ def test_corpus_manifest(tmp_path: Path) -> None:
     assert [c.clip_id for c in clips] == ["a0", "b0"]
     assert clips[0].esc50 == "rain" and clips[0].split == "train" and clips[1].captions == ["a bell rings", "a tone"]
     wave = load_clip_audio(clips[0], 16000)
-    assert wave.shape == (16000,)  # the 1 s segment of a 2 s file
+    # corpus segments are files of their own: start_s is provenance, the whole file is read
+    assert wave.shape == (32000,)
 
 
 def test_clotho(tmp_path: Path) -> None:

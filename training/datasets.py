@@ -146,7 +146,11 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def load_corpus_manifest(path: str | Path) -> list[Clip]:
-    """The sound corpus's ``manifest.jsonl`` (audio paths relative to its folder)."""
+    """The sound corpus's ``manifest.jsonl`` (audio paths relative to its folder).
+
+    Each row's audio file is the whole clip (segments of long recordings are written as files of
+    their own), so clips are read from start to end.
+    """
     path = Path(path)
     root = path.parent
     clips = []
@@ -162,8 +166,8 @@ def load_corpus_manifest(path: str | Path) -> list[Clip]:
             split=_norm_split(str(row.get("split", "train")), where),
             group=str(row.get("group") or row["clip_id"]),
             esc50=row.get("esc50") or None,
-            start_s=float(row.get("start_s") or 0.0),
-            duration_s=None if row.get("duration_s") is None else float(row["duration_s"]),
+            # the corpus writes every segment as its own file: its ``start_s`` is the offset in
+            # the original recording (provenance), not a seek position in ``audio``
         ))
     return clips
 
