@@ -20,6 +20,8 @@ PACKAGE = "hedgewars-data"
 SOUNDS_DIR = "usr/share/games/hedgewars/Data/Sounds"
 LICENCE = "GFDL-1.3"
 KEPT_VOICE_FILES = frozenset({"laugh.ogg", "poisoncough.ogg"})
+# Files with their own entry in the Debian copyright file: name prefix -> (licence, author).
+FILE_LICENCES: dict[str, tuple[str, str]] = {"Droplet": ("CC-BY-SA-3.0", "saugox")}
 
 
 def parse(root: Path) -> Iterator[SourceClip | Dropped]:
@@ -33,8 +35,11 @@ def parse(root: Path) -> Iterator[SourceClip | Dropped]:
                 continue  # spoken lines: never part of the corpus, not even listed as dropped
             pack = relative.split("/")[1].split("_")[0]
             group = f"voices/{slug(pack)}/{slug(path.stem)}"
+        licence, author = next(
+            (value for prefix, value in FILE_LICENCES.items() if path.name.startswith(prefix)), (LICENCE, None)
+        )
         yield clip_from_rules(
-            PACKAGE, relative, rules, LICENCE, None, path=path, group=group, original_name=f"{SOUNDS_DIR}/{relative}"
+            PACKAGE, relative, rules, licence, author, path=path, group=group, original_name=f"{SOUNDS_DIR}/{relative}"
         )
 
 
