@@ -9,6 +9,7 @@ wildcards that select its sounds, an optional ``prepare`` step run once after ex
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,10 @@ def get_source(package: str) -> Source:
     """The :class:`Source` of a package (imports its module on demand)."""
     if package not in MODULES:
         raise KeyError(f"unknown package {package!r}; known: {', '.join(MODULES)}")
-    module = importlib.import_module(f"training.corpus.sources.{MODULES[package]}")
+    name = f"training.corpus.sources.{MODULES[package]}"
+    if importlib.util.find_spec(name) is None:
+        raise KeyError(f"{package!r} has no parser yet; available: {', '.join(available_packages())}")
+    module = importlib.import_module(name)
     source: Source = module.SOURCE
     return source
 
