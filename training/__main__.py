@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert-aisfx": ("training.convert_aisfx", "convert the aiSFX CNN weights from the aisfx wheel to safetensors"),
     "build-corpus": ("training.corpus.build", "download the Debian sound packages and build the corpus"),
+    "bundle-gallery": ("training.bundle_gallery", "copy corpus test clips into the app's bundled gallery"),
     "features": ("training.features", "cache frozen-backbone features of a training config's data"),
     "train": ("training.train", "train a model: --config FILE [--set key=value ...] [--resume]"),
     "evaluate": ("training.evaluate", "retrieval, zero-shot and modality-gap metrics of a checkpoint"),
