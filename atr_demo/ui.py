@@ -567,7 +567,6 @@ def transport_figure(data: dict[str, Any]) -> Figure:
             for j in range(m):
                 axes[1].text(j, i, f"{plan[i, j]:.2f}", ha="center", va="center", fontsize=7,
                              color="white" if plan[i, j] < plan.max() * 0.6 else "black")
-    fig.suptitle("boxes: the plan's best caption for each clip", fontsize=9)
     return fig
 
 
@@ -577,10 +576,10 @@ def transport_summary(data: dict[str, Any]) -> str:
     rows = ", ".join(f"{v:.3f}" for v in data["row_marginals"])
     cols = ", ".join(f"{v:.3f}" for v in data["col_marginals"])
     lines = [
-        f"**Transported mass:** {data['transported_mass']:.4f} (target {data['mass']:g}); "
-        f"ε = {data['eps']:g}.",
-        f"**Row marginals** (clips, target ≤ 1/{n} = {1 / n:.3f}): {rows}",
-        f"**Column marginals** (captions, target ≤ 1/{m} = {1 / m:.3f}): {cols}",
+        f"- **Transported mass:** {data['transported_mass']:.4f} (target {data['mass']:g}); "
+        f"ε = {data['eps']:g}. Boxes mark the plan's best caption for each clip.",
+        f"- **Row marginals** (clips, target ≤ 1/{n} = {1 / n:.3f}): {rows}",
+        f"- **Column marginals** (captions, target ≤ 1/{m} = {1 / m:.3f}): {cols}",
         "",
         "| clip | plan's best caption | share of the clip's mass |",
         "|---|---|---|",
@@ -777,7 +776,8 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                         a_btn = gr.Button("Rank captions", variant="primary")
                     with gr.Column():
                         a_table = gr.Dataframe(headers=["rank", "caption", "score", "probability", "origin"],
-                                               label="Best captions", interactive=False, wrap=True)
+                                               label="Best captions", interactive=False, wrap=True,
+                                               elem_id="caption-table")
                 a_json = gr.JSON(visible=False)
                 gr.Markdown("#### Nearest gallery sounds")
                 a_rows, a_audios, a_texts = _slots(NEAREST_SOUNDS)
@@ -801,7 +801,8 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                             p_draw = gr.Button("Random draw")
                             p_btn = gr.Button("Solve", variant="primary")
                     with gr.Column(scale=3):
-                        p_plot = gr.Plot(label="Cosine similarity and transport plan", elem_id="transport-plot")
+                        p_plot = gr.Plot(label="Cosine similarity and transport plan", show_label=False,
+                                         elem_id="transport-plot")
                         p_summary = gr.Markdown(elem_id="transport-summary")
                 p_json = gr.JSON(visible=False)
                 plan_fn = functools.partial(transport_plan_cb, state)
@@ -825,7 +826,7 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                         z_rec = gr.Audio(sources=["microphone"], type="filepath", label="…or record")
                         z_template = gr.Textbox(value="\n".join(cfg.prompt_templates) or DEFAULT_TEMPLATE, lines=2,
                                                 label="Prompt templates ({} = label; one per line, ensembled)")
-                        z_labels = gr.Textbox(value="\n".join(ESC50_CLASSES), lines=8,
+                        z_labels = gr.Textbox(value="\n".join(ESC50_CLASSES), lines=8, max_lines=12,
                                               label="Labels (one per line; empty = ESC-50)")
                         with gr.Row():
                             z_top = gr.Slider(1, 10, value=5, step=1, label="top classes")
