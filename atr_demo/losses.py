@@ -1,19 +1,23 @@
-"""Training losses of the joint embedding, selected by name from a small registry.
+r"""Training losses for audio-text retrieval, as small ``nn.Module`` s with one signature.
 
-Every loss is an ``nn.Module`` with the same call::
+Every loss is called as ``loss(audio, text, metric, group_ids=None) -> scalar`` with ``audio`` and
+``text`` (b, d) L2-normalised embeddings of b matched pairs (row i of each is pair i) and a
+:class:`~atr_demo.metric.MahalanobisMetric` (used by the OT losses, ignored by the cosine
+baselines). ``group_ids`` (b,) optionally marks items that share a caption group (e.g. several
+captions of one clip in the batch): the target then matches item i with every item of its
+group, uniformly, instead of only with item i:
 
-    loss(audio (b, d), text (b, d), metric, group_ids=None) -> scalar
+.. math::
+    T_{ij} = \frac{[\,g_i = g_j\,]}{b\,|G(i)|}, \qquad T 1 = T^\top 1 = 1/b
 
-``audio`` and ``text`` are L2-normalised embeddings of b matched pairs (row i of each is a
-pair). ``group_ids`` (b,) optionally marks pairs that share a caption group (several clips
-with the same caption): the target then is block-uniform over each group instead of the
-identity, so duplicates are not pushed apart. ``T`` below is that target with rows summing to
-1: T_ij = [g_i = g_j] / |{k : g_k = g_i}| (the identity when no ids are given).
+(``T = I/b`` without groups). Losses are chosen by name through :data:`LOSSES` /
+:func:`build_loss`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,106 +27,192 @@ from atr_demo.errors import ConfigError
 from atr_demo.metric import MahalanobisMetric
 from atr_demo.ot import partial_sinkhorn_log, sinkhorn_log
 
+__all__ = [
+    "MLTMLoss",
+    "PartialMLTMLoss",
+    "InfoNCELoss",
+    "TripletLoss",
+    "LOSSES",
+    "build_loss",
+    "target_plan",
+]
 
-def target_matrix(b: int, group_ids: Tensor | None, device: torch.device) -> Tensor:
-    """(b, b) row-stochastic target T: identity, or block-uniform over equal ``group_ids``."""
+
+def _check_inputs(audio: Tensor, text: Tensor, group_ids: Tensor | None) -> None:
+    if audio.dim() != 2 or text.dim() != 2 or audio.shape != text.shape:
+        raise ValueError(
+            f"audio and text must both be (b, d) with the same shape, got "
+            f"{tuple(audio.shape)} and {tuple(text.shape)}"
+        )
+    if group_ids is not None and tuple(group_ids.shape) != (audio.shape[0],):
+        raise ValueError(f"group_ids must have shape ({audio.shape[0]},), got {tuple(group_ids.shape)}")
+
+
+def _same_group(b: int, group_ids: Tensor | None, device: torch.device) -> Tensor:
+    """Boolean (b, b) matrix of pairs in the same group (the identity without groups)."""
     if group_ids is None:
-        return torch.eye(b, device=device)
-    same = (group_ids.view(-1, 1) == group_ids.view(1, -1)).float().to(device)
-    return same / same.sum(dim=1, keepdim=True)
+        return torch.eye(b, dtype=torch.bool, device=device)
+    g = group_ids.to(device)
+    return g.unsqueeze(0) == g.unsqueeze(1)
+
+
+def target_plan(b: int, group_ids: Tensor | None = None, *, dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None) -> Tensor:
+    r"""The target coupling ``T`` (b, b): ``I/b``, or the block target ``[g_i=g_j]/(b|G(i)|)``."""
+    same = _same_group(b, group_ids, torch.device(device) if device is not None else torch.device("cpu"))
+    t = same.to(dtype)
+    return t / (t.sum(dim=1, keepdim=True) * b)
+
+
+def _kl_to_plan(target: Tensor, log_plan: Tensor) -> Tensor:
+    r""":math:`\mathrm{KL}(T\|\pi) = \sum_{ij} T_{ij}(\log T_{ij} - \log \pi_{ij})` over the support
+    of ``T`` (the ``-\sum T + \sum \pi`` terms of the generalised KL cancel: equal masses)."""
+    support = target > 0
+    t = target[support]
+    return (t * (torch.log(t) - log_plan[support])).sum()
 
 
 class MLTMLoss(nn.Module):
-    """m-LTM: KL between the ideal matching and the entropic OT plan of the batch.
+    r"""m-LTM loss: KL from the target coupling to the entropic OT plan of the batch.
 
-    C_ij = c(f(x_i), g(y_j)) under the ground metric; π = argmin ⟨π, C⟩ − ε H(π) with uniform
-    marginals 1/b; π̂ = T / b (I/b without groups). KL(π̂ ‖ π) = Σ π̂ log π̂ − Σ π̂ log π, and the
-    first term is a constant, so the loss is the cross-entropy −Σ_ij π̂_ij log(b · π_ij), which
-    is −mean_i log(b · π_ii) for the identity target (0 at the perfect plan). Gradients flow
-    through the Sinkhorn solution (implicit differentiation in :mod:`atr_demo.ot`).
+    .. math::
+        C_{ij} = c(x_i, y_j),\quad \pi = \mathrm{sinkhorn}(C, \varepsilon; 1/b, 1/b),\quad
+        \mathcal{L} = \mathrm{KL}(T \,\|\, \pi) = -\frac{1}{b}\sum_i \log(b\,\pi_{ii})
+        \ \ (T = I/b).
+
+    The entropy of ``T`` (the ``log b`` inside the log) is kept, so the loss is the exact KL:
+    ≥ 0, and 0 iff π = T. It differs from the cross-entropy :math:`-\sum T\log\pi` only by that
+    constant, so gradients are the same. Gradients flow through the Sinkhorn solution to the
+    embeddings and to ``M`` (implicit differentiation, see :mod:`atr_demo.ot`).
     """
 
     def __init__(self, eps: float = 0.05, max_iter: int = 1000, tol: float = 1e-6) -> None:
         super().__init__()
-        if eps <= 0:
-            raise ConfigError(f"eps must be positive, got {eps}")
-        self.eps, self.max_iter, self.tol = eps, max_iter, tol
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.eps, self.max_iter, self.tol = float(eps), int(max_iter), float(tol)
 
-    def log_plan(self, cost: Tensor) -> Tensor:
-        """log π (b, b) for the cost matrix."""
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, max_iter={self.max_iter}, tol={self.tol}"
+
+    def plan(self, cost: Tensor) -> Tensor:
+        """log π (b, b) for a cost matrix (b, b)."""
         return sinkhorn_log(cost, self.eps, max_iter=self.max_iter, tol=self.tol, log_plan=True)
 
-    def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric, group_ids: Tensor | None = None) -> Tensor:
-        b = audio.shape[0]
-        log_pi = self.log_plan(metric(audio, text))
-        target = target_matrix(b, group_ids, audio.device)
-        return -(target * (log_pi + math.log(b))).sum() / b
+    def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric,
+                group_ids: Tensor | None = None) -> Tensor:
+        _check_inputs(audio, text, group_ids)
+        cost = metric(audio, text)
+        log_plan = self.plan(cost)
+        target = target_plan(audio.shape[0], group_ids, dtype=cost.dtype, device=cost.device)
+        return _kl_to_plan(target, log_plan)
 
 
 class PartialMLTMLoss(MLTMLoss):
-    """m-LTM with the entropic *partial* plan moving mass s < 1 (robust to mismatched pairs).
+    r"""m-LTM with the entropic *partial* OT plan (mass ``s`` < 1), for noisy pairs.
 
-    π = argmin ⟨π, C⟩ − ε H(π) s.t. π1 ≤ 1/b, πᵀ1 ≤ 1/b, 1ᵀπ1 = s. The target keeps the same
-    total mass, π̂ = s · T / b, so that KL(π̂ ‖ π) has no mass-mismatch term; divided by s it is
-    −Σ_ij (T_ij / b) log(b · π_ij / s) + const. The plan may leave the (1 − s) share of the
-    mass untransported, which is where mismatched pairs go, so they stop pulling the
-    embeddings.
+    .. math::
+        \pi = \mathrm{partial\_sinkhorn}(C, \varepsilon, s),\qquad
+        \mathcal{L} = \mathrm{KL}(s\,T \,\|\, \pi) = -\frac{s}{b}\sum_i \log\frac{b\,\pi_{ii}}{s}
+        \ \ (T = I/b).
+
+    Target: ``s·T``. The partial plan carries total mass ``s``, so the target is scaled to the
+    same mass: then the generalised KL is a proper divergence (≥ 0, = 0 iff π = s·T; ``s·T`` is
+    a feasible partial plan since its marginals ``s/b ≤ 1/b``), and with ``s = 1`` the loss is
+    exactly :class:`MLTMLoss`. Leaving the target at mass 1 would add a constant gap and
+    make the optimum unreachable.
     """
 
-    def __init__(self, eps: float = 0.05, mass: float = 0.95, max_iter: int = 2000, tol: float = 1e-7) -> None:
-        super().__init__(eps, max_iter, tol)
+    def __init__(self, eps: float = 0.05, mass: float = 0.95, max_iter: int = 2000,
+                 tol: float = 1e-6) -> None:
+        super().__init__(eps=eps, max_iter=max_iter, tol=tol)
         if not 0 < mass <= 1:
-            raise ConfigError(f"mass must be in (0, 1], got {mass}")
-        self.mass = mass
+            raise ValueError(f"mass must be in (0, 1], got {mass}")
+        self.mass = float(mass)
 
-    def log_plan(self, cost: Tensor) -> Tensor:
-        log_pi = partial_sinkhorn_log(cost, self.eps, self.mass, max_iter=self.max_iter, tol=self.tol, log_plan=True)
-        return log_pi - math.log(self.mass)
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, mass={self.mass}, max_iter={self.max_iter}, tol={self.tol}"
+
+    def plan(self, cost: Tensor) -> Tensor:
+        return partial_sinkhorn_log(cost, self.eps, self.mass, max_iter=self.max_iter,
+                                    tol=self.tol, log_plan=True)
+
+    def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric,
+                group_ids: Tensor | None = None) -> Tensor:
+        _check_inputs(audio, text, group_ids)
+        cost = metric(audio, text)
+        log_plan = self.plan(cost)
+        target = self.mass * target_plan(audio.shape[0], group_ids, dtype=cost.dtype,
+                                         device=cost.device)
+        return _kl_to_plan(target, log_plan)
 
 
 class InfoNCELoss(nn.Module):
-    """Symmetric InfoNCE on cosine similarity with a learnable temperature τ (CLIP style).
+    r"""Symmetric InfoNCE (CLIP) on cosine similarity with a learnable temperature.
 
-    logits = exp(t) · A Tᵀ with t = log(1/τ) clamped to ≤ log(100); loss = ½ [CE(logits, T) +
-    CE(logitsᵀ, Tᵀ)] with soft targets T (rows of the target matrix).
+    .. math::
+        S = \frac{x y^\top}{\tau},\quad
+        \mathcal{L} = \tfrac12\big(\mathrm{CE}(S, T_{\text{row}}) + \mathrm{CE}(S^\top, T_{\text{row}})\big),
+
+    with soft targets ``b·T`` (one-hot without groups). ``log(1/τ)`` is a parameter initialised
+    to ``log(1/init_temperature)`` and clamped to ``[0, log 100]`` as in CLIP (τ ≥ 0.01).
     """
+
+    max_logit_scale = math.log(100.0)
 
     def __init__(self, init_temperature: float = 0.07, learnable: bool = True) -> None:
         super().__init__()
+        if not init_temperature > 0:
+            raise ValueError(f"init_temperature must be > 0, got {init_temperature}")
         value = torch.tensor(math.log(1.0 / init_temperature))
         if learnable:
             self.logit_scale = nn.Parameter(value)
         else:
             self.register_buffer("logit_scale", value)
 
-    def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric | None = None, group_ids: Tensor | None = None) -> Tensor:
-        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        logits = scale * audio @ text.T
-        target = target_matrix(audio.shape[0], group_ids, audio.device)
-        a2t = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-        t2a = -(target.T * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
-        return 0.5 * (a2t + t2a)
+    def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric | None = None,
+                group_ids: Tensor | None = None) -> Tensor:
+        _check_inputs(audio, text, group_ids)
+        scale = self.logit_scale.clamp(0.0, self.max_logit_scale).exp()
+        logits = scale * (audio @ text.transpose(0, 1))
+        b = audio.shape[0]
+        if group_ids is None:
+            labels = torch.arange(b, device=audio.device)
+            return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        soft = b * target_plan(b, group_ids, dtype=logits.dtype, device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, soft) + F.cross_entropy(logits.T, soft.T))
 
 
 class TripletLoss(nn.Module):
-    """VSE++ triplet loss with the hardest negative in each direction, on cosine similarity.
+    r"""VSE++ triplet loss with the hardest negative, both directions, on cosine similarity.
 
-    For pair i with similarity s_ii: ℓ_i = max_{j ∉ G(i)} [m + s_ij − s_ii]₊ (audio → text) +
-    max_{j ∉ G(i)} [m + s_ji − s_ii]₊ (text → audio); loss = mean_i ℓ_i. Items of the same group
-    are never negatives.
+    .. math::
+        \mathcal{L} = \frac1b\sum_i \big[m - s_{ii} + \max_{j \notin G(i)} s_{ij}\big]_+
+                    + \big[m - s_{ii} + \max_{j \notin G(i)} s_{ji}\big]_+ .
+
+    With ``group_ids`` the items of the same group are not negatives (block target); the
+    positive of row i is still its own pair.
     """
 
     def __init__(self, margin: float = 0.2) -> None:
         super().__init__()
-        self.margin = margin
+        self.margin = float(margin)
 
-    def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric | None = None, group_ids: Tensor | None = None) -> Tensor:
-        sim = audio @ text.T
-        pos = sim.diagonal().view(-1, 1)
-        positive = target_matrix(sim.shape[0], group_ids, sim.device) > 0
-        a2t = (self.margin + sim - pos).clamp_min(0).masked_fill(positive, 0)
-        t2a = (self.margin + sim.T - pos).clamp_min(0).masked_fill(positive, 0)
-        return (a2t.max(dim=1).values + t2a.max(dim=1).values).mean()
+    def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric | None = None,
+                group_ids: Tensor | None = None) -> Tensor:
+        _check_inputs(audio, text, group_ids)
+        sim = audio @ text.transpose(0, 1)
+        pos = sim.diagonal()
+        same = _same_group(sim.shape[0], group_ids, sim.device)
+        neg = sim.masked_fill(same, float("-inf"))
+        hard_a2t = neg.amax(dim=1)
+        hard_t2a = neg.amax(dim=0)
+        # a row with no negative (whole batch one group) has max = -inf: contributes 0
+        loss_a2t = (self.margin - pos + hard_a2t).clamp_min(0)
+        loss_t2a = (self.margin - pos + hard_t2a).clamp_min(0)
+        loss_a2t = torch.where(torch.isfinite(hard_a2t), loss_a2t, torch.zeros_like(loss_a2t))
+        loss_t2a = torch.where(torch.isfinite(hard_t2a), loss_t2a, torch.zeros_like(loss_t2a))
+        return (loss_a2t + loss_t2a).mean()
 
 
 LOSSES: dict[str, type[nn.Module]] = {
@@ -133,11 +223,18 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
-def build_loss(name: str, **kwargs: object) -> nn.Module:
-    """Instantiate the loss registered as ``name`` with ``kwargs``; ConfigError on bad input."""
+def build_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Instantiate the loss registered as ``name`` with ``kwargs``.
+
+    Raises :class:`~atr_demo.errors.ConfigError` for an unknown name (listing the valid ones)
+    or for keyword arguments the loss does not accept or values it rejects.
+    """
     if name not in LOSSES:
-        raise ConfigError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+        raise ConfigError(f"unknown loss {name!r}; valid choices: {', '.join(sorted(LOSSES))}")
+    cls = LOSSES[name]
     try:
-        return LOSSES[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"bad options for loss {name!r}: {exc}") from exc
+        raise ConfigError(f"bad arguments for loss {name!r} ({cls.__name__}): {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"bad value for loss {name!r} ({cls.__name__}): {exc}") from exc
