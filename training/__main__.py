@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("training.features", "cache frozen-backbone features of a training config's data"),
     "train": ("training.train", "train a model: --config FILE [--set key=value ...] [--resume]"),
     "evaluate": ("training.evaluate", "retrieval, zero-shot and modality-gap metrics of a checkpoint"),
+    "experiments": ("training.experiments", "run an experiment suite (main|noise|eps|lopo|levers|tune) over seeds, write tables"),
     "push": ("training.push", "write the model card and upload a checkpoint folder to the Hugging Face Hub"),
 }
 

@@ -62,8 +62,13 @@ class TrainConfig:
         use_cached_features: train heads + metric on cached frozen backbone features
             (``features_cache``); otherwise run the backbones each step (fine-tuning where trainable).
         mixtures: two-clip mixtures added to the training set (per epoch when not cached;
-            a fixed seeded pool when cached).
-        noise_fraction: fraction of training pairs whose captions are shuffled (noise experiments).
+            a fixed pool drawn with ``mixture_seed`` from the whole training split when cached,
+            so that runs with other seeds or package filters reuse the cached mixture features).
+        mixture_seed: seed of the cached mixture pool (``seed`` varies heads and batch order only).
+        noise_fraction: fraction of training pairs whose captions are shuffled (noise experiments;
+            with cached mixtures, the pool counts as training pairs).
+        only_packages, exclude_packages: keep only / drop the corpus clips of these source
+            packages (every split; a mixture needs both sources kept) — leave-one-package-out.
         best_metric: validation key that selects ``out/best`` (``t2a_mAP@10``, ``a2t_R@1``, …).
         out: output folder (``last/``, ``best/``, ``log.jsonl``).
     """
@@ -91,7 +96,10 @@ class TrainConfig:
     features_cache: str | None = None
     feature_batch_size: int = 16
     mixtures: int = 0
+    mixture_seed: int = 0
     noise_fraction: float = 0.0
+    only_packages: list[str] = field(default_factory=list)
+    exclude_packages: list[str] = field(default_factory=list)
     max_duration_s: float = 30.0
     best_metric: str = "t2a_mAP@10"
     out: str = "runs/default"
@@ -101,6 +109,12 @@ class TrainConfig:
         """Raise :class:`ConfigError` for the first invalid value; return ``self``."""
         if isinstance(self.data, str):
             self.data = [self.data]
+        for key in ("only_packages", "exclude_packages"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                setattr(self, key, [value])
+            elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{key} must be a list of package names, got {value!r}")
         checks = [
             (bool(self.data), "data: give at least one dataset path"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),

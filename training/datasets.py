@@ -57,6 +57,7 @@ class Clip:
         fold: ESC-50 fold (1–5) for ESC-50 data.
         mix_of: for a mixture, the two source clips (the audio is built on the fly).
         gain_db: gain applied to the second source of a mixture.
+        package: source package of a corpus clip (``None`` for other formats).
     """
 
     clip_id: str
@@ -70,6 +71,7 @@ class Clip:
     fold: int | None = None
     mix_of: tuple[Clip, Clip] | None = field(default=None, repr=False)
     gain_db: float = 0.0
+    package: str | None = None
 
 
 # -- audio -----------------------------------------------------------------------------------
@@ -166,6 +168,7 @@ def load_corpus_manifest(path: str | Path) -> list[Clip]:
             split=_norm_split(str(row.get("split", "train")), where),
             group=str(row.get("group") or row["clip_id"]),
             esc50=row.get("esc50") or None,
+            package=str(row["package"]) if row.get("package") else None,
             # the corpus writes every segment as its own file: its ``start_s`` is the offset in
             # the original recording (provenance), not a seek position in ``audio``
         ))
@@ -369,6 +372,42 @@ def load_dataset(spec: str | Path, fmt: str | None = None) -> list[Clip]:
 def split_clips(clips: Sequence[Clip], split: str) -> list[Clip]:
     """The clips of one split, in order."""
     return [c for c in clips if c.split == split]
+
+
+def clip_packages(clip: Clip) -> set[str | None]:
+    """Source packages of a clip (both sources of a mixture)."""
+    if clip.mix_of is not None:
+        return clip_packages(clip.mix_of[0]) | clip_packages(clip.mix_of[1])
+    return {clip.package}
+
+
+def filter_packages(
+    clips: Sequence[Clip], only: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+) -> list[Clip]:
+    """Keep the clips whose package(s) are all in ``only`` (when given) and none in ``exclude``.
+
+    A mixture is kept only when both of its sources pass. Clips without a package (other
+    formats) are dropped by a non-empty ``only`` and kept by ``exclude``.
+
+    Raises:
+        ConfigError: a package of ``only`` / ``exclude`` occurs in none of the clips (a typo).
+    """
+    only_set, exclude_set = set(only or ()), set(exclude or ())
+    if not only_set and not exclude_set:
+        return list(clips)
+    known = set().union(*(clip_packages(c) for c in clips)) if clips else set()
+    unknown = sorted((only_set | exclude_set) - known)
+    if unknown:
+        raise ConfigError(f"package(s) {', '.join(unknown)} occur in no clip; known: {', '.join(sorted(p for p in known if p))}")
+    kept = []
+    for clip in clips:
+        packages = clip_packages(clip)
+        if only_set and not packages <= only_set:
+            continue
+        if packages & exclude_set:
+            continue
+        kept.append(clip)
+    return kept
 
 
 # -- mixtures --------------------------------------------------------------------------------

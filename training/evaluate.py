@@ -31,7 +31,7 @@ from atr_demo.model import ATRModel, load_model
 from atr_demo.retrieval import MODES, score_matrix
 from atr_demo.zeroshot import ESC50_CLASSES, classify, embed_labels
 
-from training.datasets import Clip, load_clip_audio, load_dataset, split_clips
+from training.datasets import Clip, filter_packages, load_clip_audio, load_dataset, split_clips
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +62,34 @@ def evaluate_clips(
     if not clips:
         raise ConfigError("no clips to evaluate in this split")
     audio = embed_clips(model, clips, batch_size, progress)
+    text = model.embed_texts([t for c in clips for t in c.captions]).float()
+    labelled = any(c.esc50 in ESC50_CLASSES for c in clips)
+    label_set = embed_labels(model, list(ESC50_CLASSES)) if labelled else None
+    return evaluate_embeddings(model, clips, audio, text, label_set, modes)
+
+
+def evaluate_embeddings(
+    model: ATRModel,
+    clips: Sequence[Clip],
+    audio: torch.Tensor,
+    text: torch.Tensor,
+    label_set: Any,
+    modes: Sequence[str] = MODES,
+) -> dict[str, Any]:
+    """The metrics of :func:`evaluate_clips` from joint-space embeddings already computed.
+
+    Args:
+        audio: (n_clips, d) embeddings of ``clips``; text: (n_captions, d) embeddings of every
+            caption of ``clips`` in order; label_set: the ESC-50 :class:`LabelSet` (``None``: no
+            zero-shot).
+    """
     captions = [t for c in clips for t in c.captions]
     text_to_audio = torch.tensor([i for i, c in enumerate(clips) for _ in c.captions])
-    text = model.embed_texts(captions).float()
     result: dict[str, Any] = {"n_clips": len(clips), "n_captions": len(captions),
                               "modality_gap": modality_gap(audio, text), "modes": {}}
     labelled = [(i, c) for i, c in enumerate(clips) if c.esc50 in ESC50_CLASSES]
-    label_set = embed_labels(model, list(ESC50_CLASSES)) if labelled else None
+    if not labelled:
+        label_set = None
     for mode in modes:
         t2a_scores, a2t_scores = _directional_scores(model, text, audio, mode)
         entry: dict[str, Any] = {
@@ -127,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", default=None, help="hub revision of --model")
     parser.add_argument("--data", required=True, action="append", help="dataset path (repeatable; format:path to force a format)")
     parser.add_argument("--split", default="test", help="train | validation | test | all (default test)")
+    parser.add_argument("--packages", default=None,
+                        help="comma-separated corpus packages to keep (e.g. the held-out package of a LOPO run)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated scoring modes")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
@@ -142,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
             clips += load_dataset(spec)
         if args.split != "all":
             clips = split_clips(clips, args.split)
+        if args.packages:
+            clips = filter_packages(clips, only=[p for p in args.packages.split(",") if p])
         model = load_model(args.model, args.revision)
         result = evaluate_clips(model, clips, modes, args.batch_size, progress=not args.json)
     except ATRError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
-    result = {"model": args.model, "data": args.data, "split": args.split, **result}
+    result = {"model": args.model, "data": args.data, "split": args.split, "packages": args.packages, **result}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

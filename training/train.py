@@ -51,6 +51,7 @@ from training.datasets import (
     Clip,
     caption_groups,
     caption_key,
+    filter_packages,
     group_batches,
     inject_caption_noise,
     load_clip_audio,
@@ -80,18 +81,32 @@ class PreparedData:
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
-    """Load ``config.data``, inject caption noise into the training split, build the mixture pool."""
+    """Load ``config.data``, apply the package filter, build the mixture pool, inject caption noise.
+
+    The cached mixture pool is drawn with ``mixture_seed`` from the *whole* (unfiltered, clean)
+    training split, then filtered like the clips (both sources must be kept), so that every run
+    reuses the same cached mixture features. Caption noise shuffles exactly
+    ``round(noise_fraction · n)`` of the n training pairs (clips + pool) with ``seed``.
+    """
     clips: list[Clip] = []
     for spec in config.data:
         clips += load_dataset(spec, config.data_format)
-    train = split_clips(clips, "train")
+    all_train = split_clips(clips, "train")
+    kept = filter_packages(clips, config.only_packages, config.exclude_packages)
+    if len(kept) < len(clips):
+        logger.info("package filter: %d of %d clips kept", len(kept), len(clips))
+    train = split_clips(kept, "train")
     if not train:
         raise ConfigError(f"no training clips in {config.data}")
+    pool: list[Clip] = []
+    if config.use_cached_features and config.mixtures:
+        pool = filter_packages(make_mixtures(all_train, config.mixtures, seed=config.mixture_seed),
+                               config.only_packages, config.exclude_packages)
     noisy: list[int] = []
     if config.noise_fraction > 0:
-        train, noisy = inject_caption_noise(train, config.noise_fraction, config.seed)
-    pool = make_mixtures(train, config.mixtures, seed=config.seed) if config.use_cached_features else []
-    return PreparedData(train=train, validation=split_clips(clips, "validation"), test=split_clips(clips, "test"),
+        shuffled, noisy = inject_caption_noise(train + pool, config.noise_fraction, config.seed)
+        train, pool = shuffled[: len(train)], shuffled[len(train) :]
+    return PreparedData(train=train, validation=split_clips(kept, "validation"), test=split_clips(kept, "test"),
                         mixture_pool=pool, noisy=noisy)
 
 
