@@ -1,0 +1,179 @@
+"""Latency and memory of the Gradio app.
+
+Measures, and prints as a Markdown table:
+
+* cold start to first served request: ``python app.py`` in a subprocess (imports, model load,
+  gallery indexing with an empty embedding cache, server start) until a ``gradio_client`` call
+  to ``/search_text`` returns; then the same with the cache filled (a restart);
+* text → top-10 query latency (median and 95th percentile, in process, through the app's
+  callback) over the given gallery and over a synthetic 10 000-clip gallery of random unit
+  embeddings, for each scoring mode;
+* peak resident memory (``resource.getrusage``) of the server process and of this process.
+
+Usage::
+
+    python benchmarks/app_latency.py [--model tiny] [--gallery DIR] [--repeats 20]
+
+Without ``--gallery`` it uses ``bundled_gallery/`` when present, else 40 generated tones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+QUERIES = ("a dog barks", "rain on a tin roof", "footsteps on gravel", "a door slams", "birds at dawn",
+           "an engine idles", "glass breaks", "a crowd applauds")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def generated_gallery(directory: Path, n: int = 40, seconds: float = 5.0, sr: int = 44100) -> Path:
+    """``n`` noisy tones of ``seconds`` with captions, written to ``directory``."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        t = np.arange(int(seconds * sr)) / sr
+        wave = 0.4 * np.sin(2 * np.pi * (80 + 40 * i) * t) + 0.05 * rng.standard_normal(len(t))
+        sf.write(directory / f"tone{i:03d}.wav", wave.astype(np.float32), sr)
+        rows.append({"audio": f"tone{i:03d}.wav", "caption": f"a tone at {80 + 40 * i} hertz", "licence": "CC0-1.0"})
+    (directory / "gallery.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return directory
+
+
+def cold_start(model: str, gallery: Path, cache_dir: Path, timeout: float = 600.0) -> tuple[float, float]:
+    """Seconds from spawning ``app.py`` to the first answered ``/search_text``; server peak RSS (MiB)."""
+    from gradio_client import Client
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    cmd = [sys.executable, str(ROOT / "app.py"), "--model", model, "--gallery", str(gallery),
+           "--cache-dir", str(cache_dir), "--port", str(port)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            if time.perf_counter() - start > timeout:
+                raise TimeoutError("the app did not answer in time")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    pass
+            except OSError:
+                time.sleep(0.1)
+                continue
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            client.predict("a dog barks", 10, "cosine", api_name="/search_text")
+            elapsed = time.perf_counter() - start
+            client.close()
+            break
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return elapsed, peak
+
+
+def query_latency(state: object, mode: str, repeats: int) -> tuple[float, float]:
+    """Median and p95 (ms) of a text → top-10 search through the app's callback."""
+    from atr_demo.ui import search_text_cb
+
+    search_text_cb(state, QUERIES[0], 10, mode)  # warm-up (fills the anchor cache)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        search_text_cb(state, QUERIES[i % len(QUERIES)], 10, mode)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+
+
+def synthetic_state(model: object, n: int, seed: int = 0) -> object:
+    """An AppState over ``n`` random unit embeddings with one caption each (no audio files)."""
+    from atr_demo.gallery import Gallery
+    from atr_demo.ui import AppState
+
+    gen = torch.Generator().manual_seed(seed)
+    emb = torch.nn.functional.normalize(torch.randn(n, model.config.embed_dim, generator=gen), dim=-1)
+    words = ("dog", "rain", "door", "engine", "bird", "glass", "crowd", "wind", "water", "bell")
+    rng = random.Random(seed)
+    files = [Path(f"/synthetic/clip{i:05d}.wav") for i in range(n)]
+    meta = [{"file": str(f), "caption": f"a {rng.choice(words)} and a {rng.choice(words)} {i}"} for i, f in enumerate(files)]
+    return AppState(model=model, gallery=Gallery(files=files, embeddings=emb, metadata=meta))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny", help="model for the app (default: tiny)")
+    parser.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: bundled or generated)")
+    parser.add_argument("--synthetic", type=int, default=10_000, help="clips in the synthetic gallery")
+    parser.add_argument("--repeats", type=int, default=20, help="timed queries per mode")
+    parser.add_argument("--modes", default="cosine,metric,transport")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        gallery = args.gallery
+        described = str(gallery)
+        if gallery is None and (ROOT / "bundled_gallery").is_dir():
+            gallery, described = ROOT / "bundled_gallery", "bundled_gallery/"
+        elif gallery is None:
+            (tmp_path / "gallery").mkdir()
+            gallery, described = generated_gallery(tmp_path / "gallery"), "40 generated 5-s tones"
+        cache = tmp_path / "cache"
+        cold, server_peak = cold_start(args.model, gallery, cache)
+        warm, server_peak2 = cold_start(args.model, gallery, cache)
+
+        from atr_demo.model import load_model
+        from atr_demo.ui import make_state
+
+        model = load_model(args.model)
+        state = make_state(model, [gallery], cache_dir=cache, progress=False)
+        synth = synthetic_state(model, args.synthetic)
+        rows = [
+            ("cold start → first /search_text (empty embedding cache)", f"{cold:.2f} s"),
+            ("restart → first /search_text (embedding cache filled)", f"{warm:.2f} s"),
+        ]
+        for mode in args.modes.split(","):
+            for name, st in ((f"gallery ({len(state.gallery)} clips)", state), (f"synthetic ({args.synthetic} clips)", synth)):
+                med, p95 = query_latency(st, mode, args.repeats)
+                rows.append((f"text → top-10, {mode}, {name}", f"{med:.1f} ms median, {p95:.1f} ms p95"))
+        rows.append(("peak RSS, app server process", f"{max(server_peak, server_peak2):.0f} MiB"))
+        rows.append(("peak RSS, this process (model + both galleries)",
+                     f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"))
+
+    print(f"\nmodel: {args.model}; gallery: {described}; "
+          f"torch threads: {torch.get_num_threads()}; repeats: {args.repeats}\n")
+    print("| measurement | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
