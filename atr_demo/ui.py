@@ -53,6 +53,8 @@ MAX_PLAN_ITEMS = 12
 #: Most files classified in one zero-shot request, and added to a session library at once.
 MAX_ZERO_SHOT_FILES = 8
 MAX_LIBRARY_FILES = 50
+#: Most clip names offered in the transport tab's picker (large galleries: a sample).
+MAX_DROPDOWN = 1000
 #: Longest upload accepted by the app (seconds); the model's own limit applies when lower.
 DEFAULT_MAX_UPLOAD_S = 120.0
 DEFAULT_TEMPLATE = "the sound of {}"
@@ -470,6 +472,16 @@ def clip_choices(gallery: Gallery) -> list[str]:
     return [n if counts[n] == 1 else f"{Path(f).parent.name}/{n}" for n, f in zip(names, gallery.files)]
 
 
+def dropdown_choices(gallery: Gallery, keep: Sequence[str], limit: int = MAX_DROPDOWN) -> list[str]:
+    """Clip names for the transport tab's picker: all of them, or a seeded sample of ``limit``
+    (plus ``keep``) for large galleries; any other clip name can still be typed in."""
+    names = clip_choices(gallery)
+    if len(names) <= limit:
+        return names
+    sample = set(random.Random(0).sample(names, limit)) | set(keep)
+    return sorted(sample)
+
+
 def random_draw(state: AppState, n: int = 5, seed: int | None = None, session: Gallery | None = None) -> tuple[list[str], str]:
     """``n`` random clips that have captions, and their captions in shuffled order."""
     gallery = state.combined(session)
@@ -791,7 +803,8 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
             with gr.Tab("Transport plan", id="transport") as transport_tab:
                 with gr.Row():
                     with gr.Column(scale=1):
-                        p_files = gr.Dropdown(clip_choices(state.gallery), value=draw_files, multiselect=True,
+                        p_files = gr.Dropdown(dropdown_choices(state.gallery, draw_files), value=draw_files,
+                                              multiselect=True, allow_custom_value=True,
                                               label=f"Gallery clips (rows, ≤ {MAX_PLAN_ITEMS})")
                         p_captions = gr.Textbox(value=draw_captions, lines=6,
                                                 label=f"Captions (columns, one per line, ≤ {MAX_PLAN_ITEMS})")
@@ -856,7 +869,7 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
 
                 def add(files: Any, captions: str, s: Gallery | None) -> tuple[Any, ...]:
                     new, status, table = add_to_library_cb(state, files, captions, s)
-                    return new, status, table, gr.update(choices=clip_choices(state.combined(new)))
+                    return new, status, table, gr.update(choices=dropdown_choices(state.combined(new), []))
 
                 l_btn.click(add, inputs=[l_files, l_captions, session], outputs=[session, l_status, l_table, p_files],
                             api_visibility="private")

@@ -213,6 +213,13 @@ def test_random_draw_is_deterministic_and_matches_clips(state: ui.AppState) -> N
     assert sorted(captions.splitlines()) == sorted(by_name[f] for f in files)
 
 
+def test_dropdown_choices_sample_large_galleries(state: ui.AppState) -> None:
+    names = ui.clip_choices(state.gallery)
+    assert ui.dropdown_choices(state.gallery, []) == names
+    small = ui.dropdown_choices(state.gallery, [names[0]], limit=2)
+    assert len(small) in (2, 3) and names[0] in small and set(small) <= set(names)
+
+
 def test_transport_plan_balanced_marginals(state: ui.AppState) -> None:
     files = ui.clip_choices(state.gallery)[:4]
     captions = "a high beep\na low electrical hum\na buzzing insect"
@@ -328,3 +335,32 @@ def test_app_missing_model_exits_with_message(tmp_path: Path, caplog: pytest.Log
 
     assert app.main(["--model", str(tmp_path / "no-model"), "--gallery", str(tmp_path)]) == 2
     assert "does not exist" in caplog.text or "neither a folder" in caplog.text
+
+
+# -- the bundled model over the bundled gallery (when both are present) -----------------------
+
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "bundled_model"
+BUNDLED_GALLERY = Path(__file__).resolve().parent.parent / "bundled_gallery"
+
+
+@pytest.mark.integration
+def test_bundled_model_retrieves_gallery_captions(tmp_path: Path) -> None:
+    if not (BUNDLED_MODEL / "config.json").is_file() or not BUNDLED_GALLERY.is_dir():
+        pytest.skip("bundled_model/ or bundled_gallery/ is not there yet")
+    state = ui.make_state(load_model(None), [BUNDLED_GALLERY], cache_dir=tmp_path, progress=False)
+    captioned = [(str(f), m["caption"]) for f, m in zip(state.gallery.files, state.gallery.metadata) if m.get("caption")]
+    assert len(captioned) >= 20
+    for mode in ("cosine", "transport"):
+        hits = sum(
+            any(r["file"] == f for r in ui.search_text_cb(state, caption, 10, mode)) for f, caption in captioned
+        )
+        assert hits / len(captioned) >= 0.3, f"{mode}: text→audio R@10 {hits / len(captioned):.2f} (chance ≈ 0.1)"
+    labelled = [(str(f), m["esc50"]) for f, m in zip(state.gallery.files, state.gallery.metadata) if m.get("esc50")][:20]
+    if labelled:
+        top5 = sum(
+            label in [x["label"] for x in ui.zero_shot_cb(state, [f], None, "", "the sound of {}", 5)[0][0]["labels"]]
+            for f, label in labelled
+        )
+        assert top5 / len(labelled) >= 0.3
+    data, _, _ = ui.transport_plan_cb(state, *ui.random_draw(state, n=5, seed=0), state.model.config.eps, 1.0)
+    assert sum(data["row_marginals"]) == pytest.approx(1.0, abs=1e-4)
