@@ -50,6 +50,15 @@ _ABSORB_TAU = 40.0
 # ----------------------------------------------------------------------------------------------
 
 
+def _stalled(err: float, prev_err: float, dtype: torch.dtype) -> bool:
+    """True when a residual has stopped decreasing at rounding level (``< sqrt(machine eps)``).
+
+    In float32 the reachable residual of a ``b x b`` problem can sit just above a tolerance such
+    as 1e-6: the iterate is then a floating-point fixed point and further iterations are wasted.
+    """
+    return err >= 0.99 * prev_err and err < math.sqrt(torch.finfo(dtype).eps)
+
+
 def _check_cost(cost: Tensor, eps: float) -> None:
     if cost.dim() < 2:
         raise ValueError(f"cost must have shape (..., n, m), got {tuple(cost.shape)}")
@@ -117,7 +126,8 @@ def _sinkhorn_solve(
     from the solution at tiny eps) is discarded and redone with a shorter block.
 
     The stopping criterion, checked after every block, is the L1 violation of the row marginal
-    (columns are exact after the last update): ``max over batch of sum_i |pi 1 - a|_i < tol``.
+    (columns are exact after the last update): ``max over batch of sum_i |pi 1 - a|_i < tol``,
+    or that violation no longer decreasing at rounding level (see :func:`_stalled`).
     """
     log_a, log_b = _safe_log(a), _safe_log(b)
     f = log_a - torch.logsumexp(log_k, dim=-1)
@@ -142,8 +152,9 @@ def _sinkhorn_solve(
         n_iter += steps
         torch.add(log_k, _outer_sum(f, g), out=plan)
         plan.exp_()
+        prev_err = err
         err = (plan.sum(dim=-1) - a).abs().sum(dim=-1).amax().item()
-        if err < tol:
+        if err < tol or _stalled(err, prev_err, plan.dtype):
             break
         block = _CHECK_EVERY
     else:
@@ -163,11 +174,15 @@ def _laplacian_solve(plan: Tensor, r: Tensor, c: Tensor) -> tuple[Tensor, Tensor
     computed as minus the sum of its off-diagonal entries, which avoids the catastrophic
     cancellation of ``D_c - diag(...)`` when the plan is nearly a permutation, and the gauge is
     fixed by adding :math:`\beta 11^\top` (the solution then has ``sum(y) = 0``). Solved in float64
-    with Cholesky; shapes ``plan (B, n, m)`` with ``n >= m``, ``r (B, n)``, ``c (B, m)``.
+    with Cholesky (``W`` itself in the plan's dtype, see below); shapes ``plan (B, n, m)`` with ``n >= m``, ``r (B, n)``, ``c (B, m)``.
     """
+    # W = P^T D_r^-1 P has non-negative terms only: computing it in the plan's dtype keeps every
+    # entry to relative precision, and perturbing the edge weights of a graph Laplacian by a
+    # relative delta perturbs its eigenvalues by a relative delta. The rest is float64.
+    rs_native = plan.sum(dim=-1).clamp_min(torch.finfo(plan.dtype).tiny)
+    w = torch.matmul(plan.transpose(-1, -2), plan / rs_native.unsqueeze(-1)).double()  # (B, m, m)
     p = plan.double()
-    rs = p.sum(dim=-1).clamp_min(torch.finfo(torch.float64).tiny)  # (B, n)
-    w = torch.matmul(p.transpose(-1, -2), p / rs.unsqueeze(-1))  # (B, m, m), P^T D_r^-1 P
+    rs = rs_native.double()  # (B, n)
     m = w.shape[-1]
     eye = torch.eye(m, dtype=w.dtype, device=w.device)
     off = w * (1 - eye)
@@ -299,7 +314,7 @@ class _FixedPointImplicit(torch.autograd.Function):
 
     the adjoint equation being solved by fixed-point iteration with vector-Jacobian products of
     one differentiable step (it contracts at the rate of the forward iteration), stopping when
-    the relative change of ``w`` is below ``tol`` (checked every iteration, on CPU-cheap norms).
+    the change of ``w`` relative to ``|w_0|_1`` is below ``tol`` or stalls at rounding level.
     """
 
     @staticmethod
@@ -332,12 +347,14 @@ class _FixedPointImplicit(torch.autograd.Function):
             s_next = ctx.step(tuple(s_req), c_req)
             w = list(w0)
             scale = max(sum(float(t.abs().sum()) for t in w0), 1e-30)
+            delta = math.inf
             for _ in range(ctx.max_iter):
                 vjp = torch.autograd.grad(s_next, s_req, w, retain_graph=True, allow_unused=True)
                 w_new = [w0i + (0 if v is None else v) for w0i, v in zip(w0, vjp)]
-                delta = sum(float((wn - wo).abs().sum()) for wn, wo in zip(w_new, w))
+                prev_delta = delta
+                delta = sum(float((wn - wo).abs().sum()) for wn, wo in zip(w_new, w)) / scale
                 w = w_new
-                if delta <= ctx.tol * scale:
+                if delta <= ctx.tol or _stalled(delta, prev_delta, cost.dtype):
                     break
             else:
                 logger.debug("implicit adjoint: no convergence in %d iterations", ctx.max_iter)
@@ -374,7 +391,7 @@ def partial_sinkhorn_log(
     a: Tensor | None = None,
     b: Tensor | None = None,
     max_iter: int = 2000,
-    tol: float = 1e-7,
+    tol: float = 1e-6,
     *,
     log_plan: bool = False,
 ) -> Tensor:
@@ -436,6 +453,7 @@ def partial_sinkhorn_log(
         g = torch.zeros_like(b_)
         h = math.log(mass) - torch.logsumexp(log_k.flatten(-2), dim=-1)
         state: State = (f, g, h)
+        err_val = math.inf
         for it in range(1, max_iter + 1):
             state = step(state, log_k)
             if it % _CHECK_EVERY == 0 or it == max_iter:
@@ -445,7 +463,8 @@ def partial_sinkhorn_log(
                 err = (torch.minimum(r * torch.exp(-f), a_) - r).abs().sum(-1) + (
                     torch.minimum(c * torch.exp(-g), b_) - c
                 ).abs().sum(-1)
-                if err.amax().item() < tol:
+                prev_err, err_val = err_val, err.amax().item()
+                if err_val < tol or _stalled(err_val, prev_err, cost.dtype):
                     break
         else:
             logger.debug("partial_sinkhorn_log: no convergence in %d iterations", max_iter)
@@ -474,7 +493,7 @@ def unbalanced_sinkhorn_log(
     a: Tensor | None = None,
     b: Tensor | None = None,
     max_iter: int = 2000,
-    tol: float = 1e-7,
+    tol: float = 1e-6,
     *,
     log_plan: bool = False,
 ) -> Tensor:
@@ -556,10 +575,12 @@ def unbalanced_sinkhorn_log(
     c_det = cost.detach()
     with torch.no_grad():
         state: State = (torch.zeros_like(b_),)
+        err_val = math.inf
         for it in range(1, max_iter + 1):
             new = step(state, c_det)
             if it % _CHECK_EVERY == 0 or it == max_iter:
-                if (new[0] - state[0]).abs().amax().item() < tol:
+                prev_err, err_val = err_val, (new[0] - state[0]).abs().amax().item()
+                if err_val < tol or _stalled(err_val, prev_err, cost.dtype):
                     state = new
                     break
             state = new
