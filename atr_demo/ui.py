@@ -166,6 +166,13 @@ class AppState:
             self._labels[key] = label_set
         return label_set
 
+    def warm_up(self) -> None:
+        """Fill the caches the first requests need (transport anchors, caption and ESC-50 label embeddings)."""
+        if len(self.gallery):
+            self.text_anchors()
+            self.gallery_captions()
+        self.label_set(list(ESC50_CLASSES), list(self.model.config.prompt_templates) or [DEFAULT_TEMPLATE])
+
     def combined(self, session: Gallery | None) -> Gallery:
         """The shared gallery plus a session's own uploads."""
         if session is None or len(session) == 0:

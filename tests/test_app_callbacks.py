@@ -177,6 +177,8 @@ def test_zero_shot_custom_labels_sum_to_one(state: ui.AppState) -> None:
 
 
 def test_zero_shot_label_cache_reused(state: ui.AppState) -> None:
+    state.warm_up()
+    assert (tuple(ESC50_CLASSES), tuple(state.model.config.prompt_templates)) in state._labels
     first = state.label_set(["dog", "cat"], ["the sound of {}"])
     assert state.label_set(["dog", "cat"], ["the sound of {}"]) is first
 
