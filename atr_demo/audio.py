@@ -430,7 +430,7 @@ class LogMelFrontend(nn.Module):
             n_fft=cfg.n_fft,
             hop_length=cfg.hop_length,
             win_length=cfg.n_fft,
-            window=self.window,
+            window=self.window.to(torch.float32),
             center=True,
             pad_mode="constant",
             normalized=False,
@@ -438,7 +438,7 @@ class LogMelFrontend(nn.Module):
             return_complex=True,
         )  # (..., n_freqs, frames)
         power = spec.real.square() + spec.imag.square()
-        mel = torch.matmul(power.transpose(-1, -2), self.mel_fb)  # (..., frames, n_mels)
+        mel = torch.matmul(power.transpose(-1, -2), self.mel_fb.to(torch.float32))  # (..., frames, n_mels)
         return torch.log10(1.0 + cfg.log_scale * mel) / cfg.norm_divisor
 
 

@@ -120,23 +120,31 @@ class AisfxCNN(nn.Module):
         self.fused_inference = True
         self._fused_cache: tuple[tuple[object, ...], list[tuple[Tensor, Tensor, Tensor, Tensor]]] | None = None
 
-    def _state_key(self) -> tuple[object, ...]:
-        tensors = list(self.parameters()) + list(self.buffers())
-        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    def _state_key(self) -> tuple[object, ...] | None:
+        """Identity + version of every parameter/buffer; None if a version is unavailable."""
+        key = []
+        for t in list(self.parameters()) + list(self.buffers()):
+            try:
+                version = t._version
+            except RuntimeError:  # inference tensors have no version counter: do not cache
+                return None
+            key.append((t.data_ptr(), version, t.dtype, t.device))
+        return tuple(key)
 
     def _fused(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         key = self._state_key()
-        if self._fused_cache is None or self._fused_cache[0] != key:
-            with torch.no_grad():
-                params = []
-                for block in self.embedding_net.blocks():
-                    w1, b1, w2, b2 = block.fused_params()
-                    params.append((
-                        w1.contiguous(memory_format=torch.channels_last), b1.contiguous(),
-                        w2.contiguous(memory_format=torch.channels_last), b2.contiguous(),
-                    ))
-            self._fused_cache = (key, params)
-        return self._fused_cache[1]
+        if key is not None and self._fused_cache is not None and self._fused_cache[0] == key:
+            return self._fused_cache[1]
+        with torch.no_grad():
+            params = []
+            for block in self.embedding_net.blocks():
+                w1, b1, w2, b2 = block.fused_params()
+                params.append((
+                    w1.contiguous(memory_format=torch.channels_last), b1.contiguous(),
+                    w2.contiguous(memory_format=torch.channels_last), b2.contiguous(),
+                ))
+        self._fused_cache = (key, params) if key is not None else None
+        return params
 
     def _use_fused(self) -> bool:
         if self.training or not self.fused_inference:
@@ -208,7 +216,7 @@ class AisfxAudioBackbone(nn.Module):
         with torch.no_grad():
             blocks = [self.clip_blocks(w) for w in waveforms]  # the front-end has no parameters
         counts = [b.shape[0] for b in blocks]
-        x = torch.cat(blocks, dim=0)
+        x = torch.cat(blocks, dim=0).to(self.cnn.embedding_net.conv_block1.conv1.weight.dtype)
         if self.training or x.shape[0] <= self.max_blocks_per_batch:
             emb = self.cnn(x)
         else:
