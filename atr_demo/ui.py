@@ -324,6 +324,16 @@ def search_text_cb(
     ]
 
 
+def search_as_you_type(
+    state: AppState, query: str, k: float, mode: str, session: Gallery | None, enabled: bool
+) -> list[dict[str, Any]] | Any:
+    """Live search while typing: like :func:`search_text_cb`, but silent (``gr.skip()``) when
+    disabled, when the query is shorter than 3 characters, or in the slower transport mode."""
+    if not enabled or mode == "transport" or len((query or "").strip()) < 3:
+        return gr.skip()
+    return search_text_cb(state, query, k, mode, session)
+
+
 @user_errors
 def search_audio_cb(
     state: AppState,
@@ -712,6 +722,13 @@ def render_slots(results: list[dict[str, Any]] | None, n_slots: int) -> list[Any
     return rows + audios + texts
 
 
+def results_status(results: list[dict[str, Any]] | None, query: str, mode: str) -> str:
+    """One line above the results: how many, for which query, scored how."""
+    if not results:
+        return ""
+    return f"**{len(results)}** result(s) for “{_short(query, 80)}” — {mode} scoring"
+
+
 def caption_table(result: dict[str, Any] | None) -> list[list[Any]]:
     """Rows (rank, caption, score, probability, origin) for the audio → text table."""
     return [
@@ -770,16 +787,22 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                 examples = gr.Dataset(components=["textbox"], samples=[[q] for q in example_queries(state)],
                                       label="Examples (click to search)", type="values")
                 results = gr.JSON(visible=False)
+                t_status = gr.Markdown(elem_id="results-status")
                 with gr.Column(elem_id="text-results"):
                     t_rows, t_audios, t_texts = _slots(MAX_RESULTS)
+                as_you_type = gr.Checkbox(value=True, label="Search as you type (cosine and metric scoring)")
                 search = functools.partial(search_text_cb, state)
                 gr.on([query.submit], fn=lambda q, kk, mm, s: search(q, kk, mm, s), inputs=[query, k, mode, session],
                       outputs=results, api_name="search_text")
+                query.input(functools.partial(search_as_you_type, state), inputs=[query, k, mode, session, as_you_type],
+                            outputs=results, trigger_mode="always_last", show_progress="hidden",
+                            api_visibility="private")
                 examples.click(lambda sample: sample[0], inputs=examples, outputs=query, api_visibility="private").then(
                     lambda q, kk, mm, s: search(q, kk, mm, s), inputs=[query, k, mode, session], outputs=results,
                     api_visibility="private")
-                results.change(lambda r: render_slots(r, MAX_RESULTS), inputs=results,
-                               outputs=[*t_rows, *t_audios, *t_texts], api_visibility="private")
+                results.change(lambda r, q, mm: [results_status(r, q, mm), *render_slots(r, MAX_RESULTS)],
+                               inputs=[results, query, mode], outputs=[t_status, *t_rows, *t_audios, *t_texts],
+                               api_visibility="private")
 
             # -- audio → text ------------------------------------------------------------------
             with gr.Tab("Audio → text", id="audio"):

@@ -113,6 +113,14 @@ def test_search_text_errors(state: ui.AppState, query: str, k: int, mode: str, m
         ui.search_text_cb(state, query, k, mode)
 
 
+def test_search_as_you_type_is_silent_when_it_should_be(state: ui.AppState) -> None:
+    skip = type(gr.skip())
+    assert isinstance(ui.search_as_you_type(state, "a bird", 3, "cosine", None, False), skip)
+    assert isinstance(ui.search_as_you_type(state, "a", 3, "cosine", None, True), skip)
+    assert isinstance(ui.search_as_you_type(state, "a bird", 3, "transport", None, True), skip)
+    assert len(ui.search_as_you_type(state, "a bird", 3, "cosine", None, True)) == 3
+
+
 def test_search_text_k_larger_than_gallery(state: ui.AppState) -> None:
     assert len(ui.search_text_cb(state, "a dog", 50, "cosine")) == len(TONES)
 
