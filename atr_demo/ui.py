@@ -79,6 +79,13 @@ def _hide_paths(message: str) -> str:
     return _QUOTED_PATH.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}", message)
 
 
+class UserError(gr.Error):
+    """A :class:`gradio.Error` for problems the user can fix: shown in the UI, not logged as a traceback."""
+
+    def __init__(self, message: str, duration: float | None = 10, title: str = "Cannot do that") -> None:
+        super().__init__(message, duration=duration, title=title, print_exception=False)
+
+
 def user_errors(fn: F) -> F:
     """Turn :class:`ATRError` (a user-caused problem) into :class:`gradio.Error` with its message.
 
@@ -92,7 +99,7 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ATRError as exc:
             logger.info("%s: user error: %s", fn.__name__, exc)
-            raise gr.Error(_hide_paths(str(exc))) from exc
+            raise UserError(_hide_paths(str(exc))) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -182,7 +189,7 @@ class AppState:
     def embed_upload(self, path: str | Path | None) -> torch.Tensor:
         """Decode an uploaded / recorded file and embed it → (1, d). Raises ATRError subclasses."""
         if path is None or str(path).strip() == "":
-            raise gr.Error("no audio given: upload a file or record a clip first")
+            raise UserError("no audio given: upload a file or record a clip first")
         wave = load_audio(path, self.model.sample_rate, self.max_upload_s)
         with torch.inference_mode():
             self.model.eval()
@@ -234,7 +241,7 @@ def _file_path(value: Any) -> str | None:
 
 def _check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise gr.Error(f"unknown scoring mode {mode!r}: choose one of {', '.join(MODES)}")
+        raise UserError(f"unknown scoring mode {mode!r}: choose one of {', '.join(MODES)}")
     return mode
 
 
@@ -242,9 +249,9 @@ def _check_k(k: Any, limit: int = 100) -> int:
     try:
         value = int(k)
     except (TypeError, ValueError) as exc:
-        raise gr.Error(f"k must be a whole number, got {k!r}") from exc
+        raise UserError(f"k must be a whole number, got {k!r}") from exc
     if not 1 <= value <= limit:
-        raise gr.Error(f"k must be between 1 and {limit}, got {value}")
+        raise UserError(f"k must be between 1 and {limit}, got {value}")
     return value
 
 
@@ -309,11 +316,11 @@ def search_text_cb(
     """
     query = (query or "").strip()
     if not query:
-        raise gr.Error("the query is empty: type what you want to hear, e.g. 'a dog barks'")
+        raise UserError("the query is empty: type what you want to hear, e.g. 'a dog barks'")
     k, mode = _check_k(k), _check_mode(mode)
     gallery = state.combined(session)
     if len(gallery) == 0:
-        raise gr.Error("the gallery is empty: add sounds in the 'Your library' tab or start the app with --gallery DIR")
+        raise UserError("the gallery is empty: add sounds in the 'Your library' tab or start the app with --gallery DIR")
     anchors = state.text_anchors() if mode == "transport" else None
     hits = search_text(state.model, gallery, [query], k=k, mode=mode, anchors=anchors)[0]["results"]
     n_shared = len(state.gallery)
@@ -357,7 +364,7 @@ def search_audio_cb(
         emb = torch.cat([state.model.embed_texts(user), emb])
     all_texts = user + texts
     if not all_texts:
-        raise gr.Error("there are no captions to rank: type candidate captions, one per line")
+        raise UserError("there are no captions to rank: type candidate captions, one per line")
     origins = ["candidate"] * len(user) + ["gallery"] * len(texts)
     files = [""] * len(user) + [str(state.gallery.files[i]) for i in owners]
     gallery = state.combined(session)
@@ -390,7 +397,7 @@ def _templates(template: str) -> list[str]:
     templates = [t.strip() for t in (template or "").splitlines() if t.strip()] or [DEFAULT_TEMPLATE]
     for t in templates:
         if "{}" not in t:
-            raise gr.Error(f"the prompt template {t!r} has no '{{}}' where the label goes, e.g. 'the sound of {{}}'")
+            raise UserError(f"the prompt template {t!r} has no '{{}}' where the label goes, e.g. 'the sound of {{}}'")
     return templates
 
 
@@ -419,9 +426,9 @@ def zero_shot_cb(
         paths.append(_file_path(recording))
     paths = [p for p in paths if p]
     if not paths:
-        raise gr.Error("no audio given: upload one or more files or record a clip")
+        raise UserError("no audio given: upload one or more files or record a clip")
     if len(paths) > MAX_ZERO_SHOT_FILES:
-        raise gr.Error(f"{len(paths)} files given; classify at most {MAX_ZERO_SHOT_FILES} at a time")
+        raise UserError(f"{len(paths)} files given; classify at most {MAX_ZERO_SHOT_FILES} at a time")
     label_list = parse_labels(labels) if (labels or "").strip() else list(ESC50_CLASSES)
     label_set = state.label_set(label_list, _templates(template))
     audio = torch.cat([_embed_named(state, p) for p in paths])
@@ -475,7 +482,7 @@ def _resolve_clips(gallery: Gallery, names: Sequence[str]) -> list[int]:
     out = []
     for name in names:
         if str(name) not in by_key:
-            raise gr.Error(f"{name!r} is not a clip of the gallery: pick clips from the list")
+            raise UserError(f"{name!r} is not a clip of the gallery: pick clips from the list")
         out.append(by_key[str(name)])
     return out
 
@@ -534,16 +541,16 @@ def transport_plan_cb(
     names = list(files or [])
     texts = [line.strip() for line in (captions or "").splitlines() if line.strip()]
     if not names:
-        raise gr.Error("pick at least one gallery clip (or press 'Random draw')")
+        raise UserError("pick at least one gallery clip (or press 'Random draw')")
     if not texts:
-        raise gr.Error("give at least one caption, one per line")
+        raise UserError("give at least one caption, one per line")
     if len(names) > MAX_PLAN_ITEMS or len(texts) > MAX_PLAN_ITEMS:
-        raise gr.Error(f"at most {MAX_PLAN_ITEMS} clips and {MAX_PLAN_ITEMS} captions keep the plan readable")
+        raise UserError(f"at most {MAX_PLAN_ITEMS} clips and {MAX_PLAN_ITEMS} captions keep the plan readable")
     eps, mass = float(eps), float(mass)
     if not eps > 0:
-        raise gr.Error(f"ε must be positive, got {eps}")
+        raise UserError(f"ε must be positive, got {eps}")
     if not 0 < mass <= 1:
-        raise gr.Error(f"the transported mass must be in (0, 1], got {mass}")
+        raise UserError(f"the transported mass must be in (0, 1], got {mass}")
     gallery = state.combined(session)
     idx = _resolve_clips(gallery, names)
     audio = gallery.embeddings[idx]
@@ -553,7 +560,7 @@ def transport_plan_cb(
         plan = transport_plan(cost, eps, mass).to(torch.float64)
         cosine = (audio @ text.T).to(torch.float64)
     if not torch.isfinite(plan).all():
-        raise gr.Error(f"the OT solver did not converge for ε = {eps}: increase ε")
+        raise UserError(f"the OT solver did not converge for ε = {eps}: increase ε")
     file_names = [clip_choices(gallery)[i] for i in idx]
     data = {
         "files": file_names,
@@ -631,10 +638,10 @@ def add_to_library_cb(
     paths = [_file_path(f) for f in (files if isinstance(files, (list, tuple)) else [files] if files else [])]
     paths = [p for p in paths if p]
     if not paths:
-        raise gr.Error("no files given: upload audio files to add them to your library")
+        raise UserError("no files given: upload audio files to add them to your library")
     have = len(session) if session is not None else 0
     if have + len(paths) > MAX_LIBRARY_FILES:
-        raise gr.Error(f"your library holds at most {MAX_LIBRARY_FILES} clips ({have} already)")
+        raise UserError(f"your library holds at most {MAX_LIBRARY_FILES} clips ({have} already)")
     lines = [c.strip() for c in (captions or "").splitlines()]
     added = index_gallery(state.model, paths, cache_dir=state.cache_dir, progress=False)
     by_path = {p: (lines[i] if i < len(lines) else "") for i, p in enumerate(paths)}
@@ -649,7 +656,7 @@ def add_to_library_cb(
     if too_long:
         status += " Skipped: " + "; ".join(f"{Path(f).name} ({r})" for f, r in too_long)
     if len(added) == 0:
-        raise gr.Error("none of the files could be added: " + "; ".join(f"{Path(f).name}: {r}" for f, r in too_long))
+        raise UserError("none of the files could be added: " + "; ".join(f"{Path(f).name}: {r}" for f, r in too_long))
     table = [[Path(m["file"]).name, (_clip_captions(m) or [""])[0]] for m in new.metadata]
     return new, status, table
 
