@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.model, revision=args.revision)
         state = make_state(model, args.gallery, cache_dir=args.cache_dir, progress=True, max_upload_s=args.max_upload_s)
+        state.model_ref = (args.model or "bundled checkpoint") + (f" @ {args.revision}" if args.revision else "")
         state.warm_up()
     except ATRError as exc:
         logger.error("%s", exc)

@@ -119,6 +119,7 @@ class AppState:
         roots: folders the gallery came from (the server may serve files from them).
         cache_dir: on-disk embedding cache (``None``: the library default).
         max_upload_s: longest accepted upload / recording in seconds.
+        model_ref: how the model was asked for (``--model`` and revision), for the model panel.
     """
 
     model: ATRModel
@@ -126,6 +127,7 @@ class AppState:
     roots: list[Path] = field(default_factory=list)
     cache_dir: Path | None = None
     max_upload_s: float = DEFAULT_MAX_UPLOAD_S
+    model_ref: str | None = None
     _anchors: torch.Tensor | None = field(default=None, repr=False)
     _captions: tuple[list[str], list[int], torch.Tensor] | None = field(default=None, repr=False)
     _labels: dict[tuple[tuple[str, ...], tuple[str, ...]], LabelSet] = field(default_factory=dict, repr=False)
@@ -685,12 +687,13 @@ def model_info_markdown(state: AppState) -> str:
         return f"{b.kind}{name}{rev}" + (" (fine-tuned)" if b.trainable else " (frozen)")
 
     source = getattr(state.model, "source", None)
+    loaded = state.model_ref or (Path(source).name if source else "built-in")
     lines = [
         f"### {cfg.name}",
         "",
-        "| | |",
+        "| setting | value |",
         "|---|---|",
-        f"| loaded from | `{source or 'built-in'}` |",
+        f"| loaded from | `{loaded}` |",
         f"| audio backbone | {tower(cfg.audio)} |",
         f"| text backbone | {tower(cfg.text)} |",
         f"| joint space | {cfg.embed_dim}-d, {cfg.head} heads |",
@@ -699,7 +702,7 @@ def model_info_markdown(state: AppState) -> str:
         f"| ε / transported mass | {cfg.eps:g} / {cfg.mass:g} |",
         f"| default scoring | {cfg.scoring} |",
         f"| sample rate | {state.model.sample_rate} Hz |",
-        f"| gallery | {len(state.gallery)} clips from {', '.join(f'`{r}`' for r in state.roots) or '—'} |",
+        f"| gallery | {len(state.gallery)} clips from {', '.join(f'`{r.name}/`' for r in state.roots) or '—'} |",
         "",
     ]
     metrics = model_card_metrics(source)
