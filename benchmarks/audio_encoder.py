@@ -11,7 +11,8 @@ Rows (seconds per 10 s clip at 44.1 kHz = 431 frames = 8 blocks of 100×96):
   ``torch.inference_mode``;
 * ``end-to-end``: :class:`AisfxAudioBackbone` on waveforms (front-end + optimised CNN + pooling);
 
-each at batch 1 (one clip) and 16 clips (128 blocks in one CNN call / chunks of 64).
+each at batch 1 (one clip) and 16 clips (128 blocks: one CNN call for the ``cnn`` rows,
+the backbone's CPU chunks of 8 blocks for ``end-to-end``).
 Random (not pretrained) weights: the cost does not depend on their values.
 """
 

@@ -182,7 +182,9 @@ class AisfxAudioBackbone(nn.Module):
     For each clip: log-mel (:class:`LogMelFrontend`) -> blocks of 100 frames, hop 50
     (:func:`to_blocks`) -> CNN -> one 512-d vector per block -> pooled over the clip's blocks
     (``"mean"``: arithmetic mean, ``"max"``: element-wise max). All blocks of all clips go
-    through the CNN together (in chunks of at most ``max_blocks_per_batch`` in eval mode).
+    through the CNN together; in eval mode in chunks of ``max_blocks_per_batch`` blocks
+    (default ``None``: 8 on CPU, where small chunks stay in cache and measured ~10 % faster than
+    64, and 256 on accelerators). Training mode uses one batch (BatchNorm batch statistics).
 
     Attributes:
         sample_rate: the rate (Hz) the input waveforms must have (44100 by default).
@@ -198,7 +200,7 @@ class AisfxAudioBackbone(nn.Module):
         self.frontend_config = frontend or FrontendConfig()
         self.sample_rate: int = int(self.frontend_config.sample_rate)
         self.pooling = pooling
-        self.max_blocks_per_batch = 64
+        self.max_blocks_per_batch: int | None = None
         self.frontend = LogMelFrontend(self.frontend_config)
         self.cnn = AisfxCNN()
 
@@ -217,10 +219,11 @@ class AisfxAudioBackbone(nn.Module):
             blocks = [self.clip_blocks(w) for w in waveforms]  # the front-end has no parameters
         counts = [b.shape[0] for b in blocks]
         x = torch.cat(blocks, dim=0).to(self.cnn.embedding_net.conv_block1.conv1.weight.dtype)
-        if self.training or x.shape[0] <= self.max_blocks_per_batch:
+        chunk = self.max_blocks_per_batch or (8 if x.device.type == "cpu" else 256)
+        if self.training or x.shape[0] <= chunk:
             emb = self.cnn(x)
         else:
-            emb = torch.cat([self.cnn(chunk) for chunk in x.split(self.max_blocks_per_batch)], dim=0)
+            emb = torch.cat([self.cnn(part) for part in x.split(chunk)], dim=0)
         return _segment_pool(emb, counts, self.pooling)
 
 
