@@ -10,8 +10,11 @@ launches it. Named API endpoints (``gradio_client``):
 
 * ``/search_text``  (query, k, mode) → list of result dicts, best first
 * ``/search_audio`` (file, candidates, k, mode) → ``{"captions": [...], "sounds": [...]}``
-* ``/zero_shot``    (files, recording, labels, template, top) → per-file label probabilities, figure
-* ``/transport_plan`` (files, captions, eps, mass) → plan/cosine matrices and marginals, figure
+* ``/zero_shot``    (files, recording, labels, template, top, mode) → per-file label probabilities, figure
+* ``/transport_plan`` (files, captions, eps, mass) → plan/cosine matrices and marginals, figure, summary
+
+Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, no global backend change),
+so concurrent requests do not share state.
 """
 
 from __future__ import annotations
@@ -27,20 +30,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
-import matplotlib
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.patches  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from atr_demo.audio import load_audio  # noqa: E402
-from atr_demo.errors import ATRError  # noqa: E402
-from atr_demo.gallery import Gallery, index_gallery  # noqa: E402
-from atr_demo.model import ATRModel  # noqa: E402
-from atr_demo.retrieval import MODES, cost_matrix, score_matrix, scores_to_probabilities, top_k, transport_plan  # noqa: E402
-from atr_demo.search import MAX_ANCHORS, search_text, text_anchors  # noqa: E402
-from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, classify, embed_labels, parse_labels  # noqa: E402
+from atr_demo.audio import load_audio
+from atr_demo.errors import ATRError
+from atr_demo.gallery import Gallery, index_gallery
+from atr_demo.model import ATRModel
+from atr_demo.retrieval import MODES, cost_matrix, score_matrix, scores_to_probabilities, top_k, transport_plan
+from atr_demo.search import MAX_ANCHORS, search_text, text_anchors
+from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, classify, embed_labels, parse_labels
 
 logger = logging.getLogger(__name__)
 
@@ -598,7 +598,7 @@ def transport_figure(data: dict[str, Any]) -> Figure:
         ax.set_xticks(range(m), xlabels, rotation=40, ha="right", fontsize=8)
         ax.set_yticks(range(n), ylabels, fontsize=8)
         for i, j in enumerate(data["best_match"]):
-            ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#00e5ff", lw=2))
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#00e5ff", lw=2))
     axes[1].tick_params(labelleft=False)
     if n * m <= 64:
         for i in range(n):
