@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert-aisfx": ("training.convert_aisfx", "convert the aiSFX CNN weights from the aisfx wheel to safetensors"),
     "build-corpus": ("training.corpus.build", "download the Debian sound packages and build the corpus"),
+    "bundle-model": ("training.bundle_model", "copy a trained checkpoint to bundled_model/, evaluate it, write its model card"),
     "bundle-gallery": ("training.bundle_gallery", "copy corpus test clips into the app's bundled gallery"),
     "features": ("training.features", "cache frozen-backbone features of a training config's data"),
     "train": ("training.train", "train a model: --config FILE [--set key=value ...] [--resume]"),

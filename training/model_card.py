@@ -63,17 +63,28 @@ def _metrics_list(evaluation: dict[str, Any] | None) -> list[dict[str, Any]]:
     return out
 
 
+def _dataset_name(path: str) -> str:
+    """A dataset's display name: its file name, or its folder's for a generic manifest file."""
+    p = Path(str(path).split(":", 1)[-1])
+    return p.parent.name if p.name in ("manifest.jsonl", "manifest.csv") else p.name
+
+
+#: Optional Markdown in a checkpoint folder that the card includes after the evaluation
+#: (generalisation results, limitations); kept so that a refreshed card keeps them.
+NOTES_NAME = "NOTES.md"
+
+
 def render_model_card(
     folder: str | Path, evaluation: dict[str, Any] | None = None, repo_id: str | None = None
 ) -> str:
-    """The README.md text for checkpoint ``folder`` (reads config.json and train_config.json)."""
+    """The README.md text for checkpoint ``folder`` (reads config.json, train_config.json, NOTES.md)."""
     folder = Path(folder)
     config = ModelConfig.load(folder / "config.json")
     train_path = folder / "train_config.json"
     train_config = json.loads(train_path.read_text(encoding="utf-8")) if train_path.is_file() else None
     if evaluation is None and (folder / "eval.json").is_file():
         evaluation = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
-    datasets = [Path(str(d)).name for d in (train_config or {}).get("data", [])]
+    datasets = [_dataset_name(d) for d in (train_config or {}).get("data", [])]
     licence = "cc-by-4.0" if config.audio.kind == "aisfx" else "apache-2.0"
     meta: dict[str, Any] = {"license": licence, "library_name": "atr-demo", "tags": TAGS,
                             "pipeline_tag": "zero-shot-audio-classification"}
@@ -92,7 +103,7 @@ def render_model_card(
     parts = [
         "---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
         f"# {name}", "",
-        "An audio-text retrieval model of [atr-demo](https://github.com/) trained with "
+        "An audio-text retrieval model of atr-demo trained with "
         f"**{config.loss}** (m-LTM: mini-batch learning-to-match with entropic optimal transport, "
         f"Luong et al., ICLR 2024); ground metric **{config.metric}**, ε = {config.eps}"
         + (f", transported mass s = {config.mass}" if config.mass < 1 else "") + ".", "",
@@ -108,6 +119,9 @@ def render_model_card(
                   markdown_table(evaluation), ""]
     else:
         parts += ["Not evaluated yet: run `python -m training evaluate --model DIR --data D --out DIR/eval.json`.", ""]
+    notes = folder / NOTES_NAME
+    if notes.is_file():
+        parts += [notes.read_text(encoding="utf-8").rstrip(), ""]
     parts += ["## Backbones, licences and attribution", "", *_backbone_lines(config), "",
               "The projection heads and the ground metric were trained with atr-demo; the training "
               "data's own licences apply to it (see the corpus licences file).", ""]
