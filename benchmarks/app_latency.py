@@ -140,7 +140,7 @@ def synthetic_state(model: object, n: int, seed: int = 0) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", help="model for the app (default: tiny)")
+    parser.add_argument("--model", default="tiny", help="model for the app: tiny (default), bundled, aisfx-minilm, a folder or a Hub id")
     parser.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: bundled or generated)")
     parser.add_argument("--synthetic", type=int, default=10_000, help="clips in the synthetic gallery")
     parser.add_argument("--repeats", type=int, default=20, help="timed queries per mode")
