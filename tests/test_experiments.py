@@ -125,7 +125,12 @@ def test_lopo_suite_runs_aggregates_resumes_and_renders(corpus: Path, tmp_path: 
 
     monkeypatch.setattr(exp, "train", boom)
     again = exp.run_suite(**kwargs)
-    assert again["aggregates"] == payload["aggregates"]
+    assert again["aggregates"] == payload["aggregates"] and again["missing"] == []
+    # --collect trains nothing and lists the runs that are not finished
+    partial = exp.run_suite(**{**kwargs, "packages": ["pkgA", "pkgB", "pkgC"], "collect": True})
+    assert partial["missing"] == ["pkgC-mltm-euclidean/seed0", "pkgC-mltm-euclidean/seed1"]
+    assert set(partial["aggregates"]) == {"pkgA-mltm-euclidean", "pkgB-mltm-euclidean"}
+    assert "**Incomplete:** 2 run(s)" in (out / "lopo.md").read_text()
     # a changed config is not skipped
     with pytest.raises(AssertionError, match="trained again"):
         exp.run_suite(**{**kwargs, "base": _base(corpus, tmp_path, lr=1e-2)})

@@ -227,17 +227,30 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def run_one(base: dict[str, Any], setting: Setting, seed: int, run_dir: Path, overrides: Sequence[str] = (),
-            keep_checkpoints: bool = False) -> dict[str, Any]:
-    """Train and evaluate one (setting, seed), or load its result when it already exists."""
-    config = run_config(base, setting, seed, run_dir / "train", overrides)
+def load_result(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The stored result of a run if it exists and was made with ``config``; else ``None``."""
     result_path = run_dir / "result.json"
-    if result_path.is_file():
-        record = json.loads(result_path.read_text(encoding="utf-8"))
-        if record.get("config") == config.to_dict():
-            record["skipped"] = True
-            return record
-        logger.info("%s seed %d: config changed since the stored result; running again", setting.name, seed)
+    if not result_path.is_file():
+        return None
+    record = json.loads(result_path.read_text(encoding="utf-8"))
+    if record.get("config") != config.to_dict():
+        logger.info("%s: config changed since the stored result", run_dir)
+        return None
+    record["skipped"] = True
+    return record
+
+
+def run_one(base: dict[str, Any], setting: Setting, seed: int, run_dir: Path, overrides: Sequence[str] = (),
+            keep_checkpoints: bool = False, collect: bool = False) -> dict[str, Any] | None:
+    """Train and evaluate one (setting, seed), or load its result when it already exists.
+
+    With ``collect`` nothing is trained: a missing result gives ``None``.
+    """
+    config = run_config(base, setting, seed, run_dir / "train", overrides)
+    record = load_result(config, run_dir)
+    if record is not None or collect:
+        return record
+    result_path = run_dir / "result.json"
     began = time.time()
     out = train(config)
     train_s = time.time() - began
@@ -353,6 +366,9 @@ def render(suite: str, payload: dict[str, Any]) -> str:
     parts = [f"## Experiments: {suite}", "",
              f"Command: `{payload['command']}`", "",
              f"Mean ± sample std over seeds {seeds} (ddof=1); {payload['eval_note']}", ""]
+    if payload.get("missing"):
+        parts += [f"**Incomplete:** {len(payload['missing'])} run(s) not finished and left out: "
+                  + ", ".join(payload["missing"]), ""]
     head = ["setting", "scoring"] + [c for c, _ in COLUMNS]
     if suite in ("main", "eps", "tune"):
         rows = []
@@ -419,9 +435,11 @@ def run_suite(
     only: Sequence[str] = (),
     keep_checkpoints: bool = False,
     packages: Sequence[str] = LOPO_PACKAGES,
+    collect: bool = False,
 ) -> dict[str, Any]:
     """Run every (setting, seed) of ``suite`` (skipping finished ones), aggregate, write the
-    JSON and Markdown into ``out_dir``; return the JSON payload."""
+    JSON and Markdown into ``out_dir``; return the JSON payload. With ``collect``, only
+    aggregate the runs already finished (the missing ones are listed in the payload)."""
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; choose from {sorted(SUITES)}")
     settings = SUITES[suite](packages)
@@ -430,12 +448,16 @@ def run_suite(
         if not settings:
             raise ConfigError(f"--only {list(only)} matches no setting of suite {suite}")
     total = len(settings) * len(seeds)
-    records = []
+    records: list[dict[str, Any]] = []
+    missing: list[str] = []
     began = time.time()
     for n, (setting, seed) in enumerate(((s, k) for s in settings for k in seeds), 1):
         run_dir = runs_dir / suite / setting.name / f"seed{seed}"
         t0 = time.time()
-        record = run_one(base, setting, seed, run_dir, overrides, keep_checkpoints)
+        record = run_one(base, setting, seed, run_dir, overrides, keep_checkpoints, collect)
+        if record is None:
+            missing.append(f"{setting.name}/seed{seed}")
+            continue
         m = record["metrics"]
         logger.info("[%d/%d] %s %s seed %d: %s t2a R@5 %.3f, a2t R@5 %.3f, ZS top-1 %s (train %.1fs, %.1fs in all)",
                     n, total, suite, setting.name, seed, "skipped (done)," if record.get("skipped") else "",
@@ -443,9 +465,11 @@ def run_suite(
                     f"{m['cosine/zs.top1']:.3f}" if "cosine/zs.top1" in m else "–",
                     record.get("train_seconds", 0.0), time.time() - t0)
         records.append(record)
+    if not records:
+        raise ConfigError(f"suite {suite}: no finished run to aggregate")
     agg = aggregate(records)
     payload: dict[str, Any] = {
-        "suite": suite, "command": command, "seeds": list(seeds), "overrides": list(overrides),
+        "suite": suite, "command": command, "seeds": list(seeds), "overrides": list(overrides), "missing": missing,
         "eval_note": EVAL_NOTES[suite], "base": base, "wall_seconds": round(time.time() - began, 1),
         "runs": [{k: v for k, v in r.items() if k not in ("result", "config", "skipped")} for r in records],
         "aggregates": agg,
@@ -476,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=[], help="run only settings whose name contains one of these")
     parser.add_argument("--packages", nargs="+", default=list(LOPO_PACKAGES), help="held-out packages of lopo/levers")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--collect", action="store_true", help="train nothing: aggregate the runs already finished")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each run's last/ checkpoint")
     args = parser.parse_args(argv)
     if args.threads:
@@ -484,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = read_config_file(args.base)
         payload = run_suite(args.suite, base, args.seeds, Path(args.out), Path(args.runs), args.overrides,
-                            command, args.only, args.keep_checkpoints, args.packages)
+                            command, args.only, args.keep_checkpoints, args.packages, args.collect)
     except ATRError as exc:
         logger.error("%s", exc)
         return 1
