@@ -360,17 +360,18 @@ def test_bundled_model_retrieves_gallery_captions(tmp_path: Path) -> None:
     state = ui.make_state(load_model(None), [BUNDLED_GALLERY], cache_dir=tmp_path, progress=False)
     captioned = [(str(f), m["caption"]) for f, m in zip(state.gallery.files, state.gallery.metadata) if m.get("caption")]
     assert len(captioned) >= 20
+    captioned = captioned[::2]  # 50 queries per mode keep the test short; measured R@10 ≈ 0.5–0.6
     for mode in ("cosine", "transport"):
         hits = sum(
             any(r["file"] == f for r in ui.search_text_cb(state, caption, 10, mode)) for f, caption in captioned
         )
         assert hits / len(captioned) >= 0.3, f"{mode}: text→audio R@10 {hits / len(captioned):.2f} (chance ≈ 0.1)"
-    labelled = [(str(f), m["esc50"]) for f, m in zip(state.gallery.files, state.gallery.metadata) if m.get("esc50")][:20]
+    labelled = [(str(f), m["esc50"]) for f, m in zip(state.gallery.files, state.gallery.metadata) if m.get("esc50")][:10]
     if labelled:
         top5 = sum(
             label in [x["label"] for x in ui.zero_shot_cb(state, [f], None, "", "the sound of {}", 5)[0][0]["labels"]]
             for f, label in labelled
         )
-        assert top5 / len(labelled) >= 0.3
+        assert top5 / len(labelled) >= 0.3  # measured ≈ 0.8 on 20 clips
     data, _, _ = ui.transport_plan_cb(state, *ui.random_draw(state, n=5, seed=0), state.model.config.eps, 1.0)
     assert sum(data["row_marginals"]) == pytest.approx(1.0, abs=1e-4)
