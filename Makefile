@@ -36,6 +36,7 @@ demo: install
 bench: install
 	$(PY) benchmarks/ot_vs_pot.py
 	$(PY) benchmarks/audio_encoder.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/app_latency.py --model bundled
 
 clean-venv:
 	rm -rf $(VENV)

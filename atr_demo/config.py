@@ -58,6 +58,10 @@ class ModelConfig:
         audio, text: the two towers.
         embed_dim: width of the joint space.
         head: ``linear`` | ``mlp`` projection heads.
+        text_head: the text tower's head when it differs from ``head``: ``linear`` | ``mlp`` |
+            ``identity`` (the text embedding space is locked: the joint space *is* the text
+            backbone's space, ``embed_dim`` must equal its width, and only the audio side
+            learns — LiT-style "locked text" tuning); ``None`` uses ``head``.
         head_dropout: dropout inside the ``mlp`` head (training only).
         metric: ``euclidean`` (M = I) or ``mahalanobis`` (learned PSD M).
         eig_floor: smallest eigenvalue M is projected to after each step.
@@ -77,6 +81,7 @@ class ModelConfig:
     embed_dim: int = 256
     head: str = "linear"
     head_dropout: float = 0.0
+    text_head: str | None = None
     metric: str = "euclidean"
     eig_floor: float = 1e-4
     eps: float = 0.05
@@ -98,6 +103,8 @@ class ModelConfig:
             (self.metric in METRICS, f"metric must be one of {METRICS}, got {self.metric!r}"),
             (self.scoring in SCORINGS, f"scoring must be one of {SCORINGS}, got {self.scoring!r}"),
             (self.head in ("linear", "mlp"), f"head must be 'linear' or 'mlp', got {self.head!r}"),
+            (self.text_head in (None, "linear", "mlp", "identity"),
+             f"text_head must be linear, mlp, identity or null, got {self.text_head!r}"),
             (self.embed_dim > 0, f"embed_dim must be positive, got {self.embed_dim}"),
             (self.eps > 0, f"eps must be positive, got {self.eps}"),
             (0 < self.mass <= 1, f"mass must be in (0, 1], got {self.mass}"),

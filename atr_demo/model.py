@@ -40,6 +40,12 @@ _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _head(in_dim: int, out_dim: int, kind: str, dropout: float) -> nn.Module:
+    if kind == "identity":
+        if in_dim != out_dim:
+            raise ConfigError(
+                f"an identity head needs embed_dim equal to the backbone width ({in_dim}), got {out_dim}"
+            )
+        return nn.Identity()
     if kind == "linear":
         return nn.Linear(in_dim, out_dim)
     return nn.Sequential(
@@ -61,7 +67,9 @@ class ATRModel(nn.Module):
         self.audio_backbone = build_backbone(config.audio, pretrained)
         self.text_backbone = build_backbone(config.text, pretrained)
         self.audio_head = _head(self.audio_backbone.output_dim, config.embed_dim, config.head, config.head_dropout)
-        self.text_head = _head(self.text_backbone.output_dim, config.embed_dim, config.head, config.head_dropout)
+        self.text_head = _head(
+            self.text_backbone.output_dim, config.embed_dim, config.text_head or config.head, config.head_dropout
+        )
         self.metric = MahalanobisMetric(
             config.embed_dim, learnable=config.metric == "mahalanobis", eig_floor=config.eig_floor
         )
@@ -75,9 +83,7 @@ class ATRModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.audio_head.weight.device if isinstance(self.audio_head, nn.Linear) else next(
-            self.audio_head.parameters()
-        ).device
+        return next(self.audio_head.parameters()).device
 
     # -- features (backbone outputs) --------------------------------------------------------
     def audio_features(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor:

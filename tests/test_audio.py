@@ -278,3 +278,16 @@ def test_to_blocks_shapes(frames: int, n_blocks: int) -> None:
     last_start = (n_blocks - 1) * 50
     assert last_start <= frames - 1 < last_start + 100
     assert torch.equal(to_blocks(logmel), blocks)  # deterministic
+
+
+def test_coprime_rate_resamples_with_a_bounded_filter(tmp_path: Path) -> None:
+    # 8363 Hz (a tracker-module rate) and 44100 Hz are coprime: an exact polyphase filter would
+    # need 44 100 phases (gigabytes); the bounded ratio keeps the length within 0.05 %
+    from atr_demo.audio import MAX_RESAMPLE_PHASES, resample_ratio
+
+    orig, new = resample_ratio(8363, 44100)
+    assert new <= MAX_RESAMPLE_PHASES and abs(new / orig / (44100 / 8363) - 1) < 5e-4
+    path = tmp_path / "mod.wav"
+    sf.write(str(path), np.sin(np.arange(8363 * 2) * 0.05).astype(np.float32), 8363)
+    wave = load_audio(path, 44100)
+    assert abs(wave.shape[0] - 88200) <= 88200 * 5e-4 and torch.isfinite(wave).all()

@@ -155,3 +155,17 @@ def test_trainable_hf_tower_is_stored(tmp_path: Path) -> None:
     model.save_pretrained(tmp_path / "ckpt")
     loaded = load_model(str(tmp_path / "ckpt"))
     assert torch.allclose(loaded.embed_texts(["rain"]), model.embed_texts(["rain"]), atol=1e-6)
+
+
+def test_locked_text_head_is_identity(tmp_path: Path) -> None:
+    config = tiny_config()
+    config.text_head = "identity"
+    with pytest.raises(ConfigError, match="identity head"):
+        create_model(config)
+    config.embed_dim = config.text.dim
+    model = create_model(config)
+    feats = model.text_features(["a dog barks"])
+    assert torch.allclose(model.embed_texts(["a dog barks"]), torch.nn.functional.normalize(feats, dim=-1), atol=1e-6)
+    assert not any(k.startswith("text_head.") for k in model.checkpoint_state_dict())
+    model.save_pretrained(tmp_path)
+    assert load_model(str(tmp_path)).config.text_head == "identity"
