@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from atr_demo.audio import load_audio
 from atr_demo.errors import ATRError, AudioError
 from atr_demo.model import ATRModel
+from atr_demo.state import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +37,6 @@ def default_cache_dir() -> Path:
     """``$ATR_DEMO_HOME/embeddings`` (``ATR_DEMO_HOME`` defaults to ``~/.cache/atr_demo``)."""
     home = os.environ.get("ATR_DEMO_HOME") or Path.home() / ".cache" / "atr_demo"
     return Path(home) / "embeddings"
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_fingerprint(model: ATRModel) -> str:

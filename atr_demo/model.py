@@ -30,6 +30,7 @@ from atr_demo.backbones import build_backbone
 from atr_demo.config import BackboneConfig, ModelConfig
 from atr_demo.errors import CheckpointError, ConfigError
 from atr_demo.metric import MahalanobisMetric
+from atr_demo.state import verify_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -165,27 +166,10 @@ class ATRModel(nn.Module):
 
         Raises :class:`CheckpointError` naming missing keys, unexpected keys, or shape mismatches.
         """
-        expected = self.checkpoint_state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing key(s): {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else ""))
-            if unexpected:
-                parts.append(
-                    f"unexpected key(s): {', '.join(unexpected[:5])}" + (" …" if len(unexpected) > 5 else "")
-                )
-            raise CheckpointError(
-                f"{source} does not match its config.json: {'; '.join(parts)}. "
-                "The weights and the config come from different models or the file is damaged"
-            )
-        for key, tensor in state.items():
-            if tensor.shape != expected[key].shape:
-                raise CheckpointError(
-                    f"{source}: key {key} has shape {tuple(tensor.shape)}, the config expects "
-                    f"{tuple(expected[key].shape)}"
-                )
+        verify_state_dict(
+            self.checkpoint_state_dict(), state, source,
+            "The weights and config.json come from different models, or the file is damaged",
+        )
         self.load_state_dict(state, strict=False)
 
     def save_pretrained(self, directory: str | Path) -> Path:

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from atr_demo.audio import FrontendConfig, LogMelFrontend, to_blocks
 from atr_demo.backbones.aisfx import AisfxCNN, default_weights_path
+from atr_demo.state import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +65,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def metadata_path(out: Path) -> Path:
     """The provenance JSON written beside the weights: ``aisfx_cnn.safetensors`` -> ``aisfx_cnn.json``."""
     return out.with_suffix(".json")
@@ -88,7 +81,7 @@ def is_up_to_date(out: Path) -> bool:
         return False
     return (
         meta.get("checkpoint_sha256") == CHECKPOINT_SHA256
-        and meta.get("weights_sha256") == sha256_file(out)
+        and meta.get("weights_sha256") == file_digest(out)
     )
 
 
@@ -293,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             wheel = args.wheel.expanduser() if args.wheel is not None else download_wheel(Path(tmp))
             if not wheel.is_file():
                 raise RuntimeError(f"wheel {wheel} does not exist")
-            wheel_sha = sha256_file(wheel)
+            wheel_sha = file_digest(wheel)
             if wheel_sha != WHEEL_SHA256:
                 raise RuntimeError(f"{wheel} has sha256 {wheel_sha}, expected {WHEEL_SHA256} (aisfx {AISFX_VERSION})")
             data = read_verified_member(wheel, CHECKPOINT_MEMBER, CHECKPOINT_SHA256)

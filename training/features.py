@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from atr_demo.errors import ATRError, AudioError
 from atr_demo.model import ATRModel
+from atr_demo.state import file_digest
 
 from training.datasets import Clip, load_clip_audio
 
@@ -99,11 +100,7 @@ class _Digests:
 
     def __call__(self, path: str) -> str:
         if path not in self.cache:
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-            self.cache[path] = digest.hexdigest()
+            self.cache[path] = file_digest(path)
         return self.cache[path]
 
 

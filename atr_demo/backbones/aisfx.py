@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from atr_demo.audio import FrontendConfig, LogMelFrontend, to_blocks
 from atr_demo.errors import CheckpointError
+from atr_demo.state import verify_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -289,20 +290,10 @@ def load_pretrained_weights(
             f"cannot read aiSFX weights {weights} ({exc}); re-create them with "
             "`python -m training convert-aisfx --force`"
         ) from exc
-    expected = cnn.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"aiSFX weights {weights} do not match the network: missing keys {missing}, "
-            f"unexpected keys {unexpected}"
-        )
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(
-                f"aiSFX weights {weights}: key {key!r} has shape {tuple(value.shape)}, "
-                f"expected {tuple(expected[key].shape)}"
-            )
+    verify_state_dict(
+        cnn.state_dict(), state, f"aiSFX weights {weights}",
+        "Re-create them with `python -m training convert-aisfx --force`",
+    )
     cnn.load_state_dict(state, strict=True)
     logger.info("loaded aiSFX weights from %s", weights)
     return weights
