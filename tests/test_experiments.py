@@ -151,3 +151,19 @@ def test_main_suite_table_and_cli(corpus: Path, tmp_path: Path, capsys: pytest.C
     assert {r["setting"] for r in payload["runs"]} == {"infonce", "triplet"}
     assert all(0.0 <= r["metrics"]["cosine/t2a.R@1"] <= 1.0 for r in payload["runs"])
     assert exp.main(["--suite", "main", "--base", str(base), "--only", "nothing", "--out", str(tmp_path / "x")]) == 1
+
+
+def test_noise_table_shows_the_mass_chosen_on_validation() -> None:
+    def agg(label: str, group: str, val: float, family: str | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
+        seeds = seeds or [0, 1]
+        return {"label": label, "group": group, "family": family, "n_seeds": len(seeds), "seeds": seeds,
+                "metrics": {"cosine/t2a.R@1": [0.1, 0.01]}, "val_score": [val, 0.0], "train_seconds": [1.0, 0.0]}
+
+    aggregates = {"m": agg("m-LTM", "20 %", 0.2), "p9": agg("m-LTM partial (s=0.9)", "20 %", 0.25, "partial"),
+                  "p6": agg("m-LTM partial (s=0.6)", "20 %", 0.30, "partial", seeds=[0])}
+    payload = {"command": "cmd", "seeds": [0, 1], "eval_note": "", "aggregates": aggregates,
+               "chosen": exp.choose_on_validation(aggregates)}
+    md = exp.render("noise", payload)
+    main_rows = md.split("Partial-OT")[0]
+    assert "m-LTM partial (s=0.6) — chosen on val (seeds [0])" in main_rows and "s=0.9" not in main_rows
+    assert "| 20 % | m-LTM partial (s=0.9) | 0.250 ± 0.000 | [0, 1] |  |" in md

@@ -383,15 +383,16 @@ def render(suite: str, payload: dict[str, Any]) -> str:
         chosen = payload.get("chosen", {})
         shown = [n for n, a in agg.items() if not a.get("family") or n in chosen.values()]
         cols = [c for c in COLUMNS if c[1] in ("t2a.R@1", "t2a.R@5", "t2a.mAP@10", "a2t.R@1", "a2t.R@5", "a2t.mAP@10", "zs.top1", "zs.top5")]
-        rows = [[agg[n]["group"], agg[n]["label"] + (" — chosen on val" if agg[n].get("family") else "")]
+        rows = [[agg[n]["group"], agg[n]["label"] + (" — chosen on val" if agg[n].get("family") else "")
+                 + (f" (seeds {agg[n]['seeds']})" if agg[n]["n_seeds"] != len(seeds) else "")]
                 + [fmt(agg[n]["metrics"].get(f"cosine/{k}")) for _, k in cols] for n in shown]
         parts.append("Cosine scoring, test split.")
         parts.append("")
         parts.append(_table(["noise", "method"] + [c for c, _ in cols], rows))
-        cand = [[a["group"], a["label"], fmt(a["val_score"]), "yes" if n in chosen.values() else ""]
+        cand = [[a["group"], a["label"], fmt(a["val_score"]), str(a["seeds"]), "yes" if n in chosen.values() else ""]
                 for n, a in agg.items() if a.get("family")]
         parts += ["", "Partial-OT mass s chosen per noise level on validation t2a mAP@10:", "",
-                  _table(["noise", "candidate", "val t2a mAP@10", "chosen"], cand)]
+                  _table(["noise", "candidate", "val t2a mAP@10", "seeds", "chosen"], cand)]
     elif suite in ("lopo", "levers"):
         summary = payload["summary"]
         for mode in EVAL_MODES:
