@@ -126,7 +126,7 @@ def apply_caps(clips: list[SourceClip], max_per_group: int = MAX_CLIPS_PER_GROUP
     return kept, dropped
 
 
-ID_MARKERS: tuple[str, ...] = ("opensfx.cat#", ".zip:audio/", "/sounds/", "/sound/", "/sfx/", "/stamps/", "/data/")
+ID_MARKERS: tuple[str, ...] = ("opensfx.cat#", ".zip:audio/", "/sounds/", "/sound/", "/sfx/", "/stamps/", "/data/", "/Sound.ocg/", "/flightgear/", "/stdsounds/")
 
 
 def drop_exact_duplicates(clips: list[SourceClip]) -> tuple[list[SourceClip], list[Dropped]]:

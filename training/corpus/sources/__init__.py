@@ -47,6 +47,8 @@ MODULES: dict[str, str] = {
     "lincity-ng-data": "lincity",
     "flightgear-data-base": "flightgear",
     "openclonk-data": "openclonk",
+    "unknown-horizons": "unknown_horizons",
+    "freeciv-data": "freeciv",
 }
 
 
