@@ -136,6 +136,8 @@ def suite_levers(packages: Sequence[str] = LOPO_PACKAGES) -> list[Setting]:
         "mltm-mlp": ("m-LTM, MLP heads", {**mltm, "model.head": "mlp", "model.head_dropout": 0.1}),
         "mltm-eps0.1": ("m-LTM, ε=0.1", {**mltm, "eps": 0.1}),
         "mltm-prompts": ("m-LTM, prompt ensemble", {**mltm, "model.prompt_templates": ENSEMBLE_TEMPLATES}),
+        "mltm-eps0.1-prompts": ("m-LTM, ε=0.1 + prompt ensemble", {**mltm, "eps": 0.1,
+                                                                   "model.prompt_templates": ENSEMBLE_TEMPLATES}),
         "infonce-prompts": ("InfoNCE, prompt ensemble", {"loss": "infonce", "metric": "euclidean",
                                                          "model.prompt_templates": ENSEMBLE_TEMPLATES}),
     }, packages)
