@@ -130,8 +130,8 @@ class ModelConfig:
         towers = {}
         for tower in ("audio", "text"):
             if tower in data:
-                towers[tower] = _dataclass_from_dict(BackboneConfig, data.pop(tower), f"{tower}.")
-        config = _dataclass_from_dict(cls, data, "")
+                towers[tower] = dataclass_from_dict(BackboneConfig, data.pop(tower), f"{tower}.")
+        config = dataclass_from_dict(cls, data, "")
         for tower, value in towers.items():
             setattr(config, tower, value)
         if config.version > CONFIG_VERSION:
@@ -157,14 +157,19 @@ class ModelConfig:
         return cls.from_dict(data)
 
 
-def _dataclass_from_dict(cls: type, data: Any, prefix: str) -> Any:
+def dataclass_from_dict(cls: type, data: Any, prefix: str = "", what: str = "config") -> Any:
+    """``cls(**data)``, raising :class:`ConfigError` that names unknown keys (with ``prefix``)
+    and lists the valid ones, or says why the values do not fit."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be an object, got {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or what} must be a mapping, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+        raise ConfigError(
+            f"unknown {what} key(s): {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys: {', '.join(sorted(names))}"
+        )
     try:
         return cls(**data)
     except TypeError as exc:
-        raise ConfigError(f"bad {prefix or 'config'} values: {exc}") from exc
+        raise ConfigError(f"bad {prefix.rstrip('.') or what} values: {exc}") from exc

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from atr_demo.config import ModelConfig
+from atr_demo.config import ModelConfig, dataclass_from_dict
 from atr_demo.errors import ConfigError
 from atr_demo.model import BUILTIN_MODELS
 
@@ -165,16 +165,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"a training config must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown training config key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-        try:
-            config = cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"bad training config: {exc}") from exc
+        config = dataclass_from_dict(cls, data, what="training config")
         _check_types(config)
         return config.validate()
 
