@@ -7,6 +7,7 @@ descriptions given for it (the built-in ESC-50 set has a few per class).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,15 +103,23 @@ class LabelSet:
 
 
 def embed_labels(
-    model: ATRModel, labels: list[str], templates: tuple[str, ...] | list[str] | None = None, descriptions: bool = True
+    model: ATRModel,
+    labels: list[str],
+    templates: tuple[str, ...] | list[str] | None = None,
+    descriptions: bool = True,
+    embed: Callable[[list[str]], torch.Tensor] | None = None,
 ) -> LabelSet:
-    """Prompt-ensemble embeddings of ``labels`` → :class:`LabelSet` with (L, d) unit rows."""
+    """Prompt-ensemble embeddings of ``labels`` → :class:`LabelSet` with (L, d) unit rows.
+
+    ``embed`` maps prompts to (N, d) joint-space embeddings; ``model.embed_texts`` by default
+    (training passes one that reads cached text features).
+    """
     if not labels:
         raise ConfigError("no labels to classify with")
     templates = tuple(templates or model.config.prompt_templates)
     per_label = [prompts_for(label, templates, descriptions) for label in labels]
     flat = [p for prompts in per_label for p in prompts]
-    emb = model.embed_texts(flat)
+    emb = (embed or model.embed_texts)(flat)
     out, start = [], 0
     for prompts in per_label:
         out.append(F.normalize(emb[start : start + len(prompts)].mean(dim=0), dim=-1))

@@ -40,11 +40,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.model import ATRModel, load_model
-from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, prompts_for
+from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, embed_labels
 
 from training.config import TrainConfig, apply_overrides, read_config_file
 from training.datasets import Clip, filter_packages, load_dataset, split_clips
@@ -189,17 +188,15 @@ def eval_clips(config: TrainConfig, setting: Setting) -> list[Clip]:
 
 
 def cached_label_set(model: ATRModel, cache: str | None) -> LabelSet:
-    """ESC-50 prompt-ensemble label embeddings (as :func:`atr_demo.zeroshot.embed_labels`), with
+    """ESC-50 prompt-ensemble label embeddings (:func:`atr_demo.zeroshot.embed_labels`), with
     the text-backbone features read from / written to the feature cache."""
-    per_label = [prompts_for(label, tuple(model.config.prompt_templates), True) for label in ESC50_CLASSES]
-    flat = [p for prompts in per_label for p in prompts]
-    with torch.no_grad():
-        emb = model.project_text(text_features(model, flat, cache, progress=False).to(model.device)).float().cpu()
-    rows, start = [], 0
-    for prompts in per_label:
-        rows.append(F.normalize(emb[start : start + len(prompts)].mean(dim=0), dim=-1))
-        start += len(prompts)
-    return LabelSet(labels=list(ESC50_CLASSES), embeddings=torch.stack(rows))
+
+    def embed(prompts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            feats = text_features(model, prompts, cache, progress=False).to(model.device)
+            return model.project_text(feats).float().cpu()
+
+    return embed_labels(model, list(ESC50_CLASSES), model.config.prompt_templates, True, embed=embed)
 
 
 def evaluate_cached(model: ATRModel, clips: Sequence[Clip], config: TrainConfig, modes: Sequence[str] = EVAL_MODES) -> dict[str, Any]:
