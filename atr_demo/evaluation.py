@@ -72,3 +72,26 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
 def modality_gap(audio: torch.Tensor, text: torch.Tensor) -> float:
     """‖mean f(x) − mean g(y)‖₂ over (n, d) audio and (m, d) text embeddings (lower is better)."""
     return float(torch.linalg.vector_norm(audio.float().mean(dim=0) - text.float().mean(dim=0)))
+
+
+def paired_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """1-based rank of item i in row i of a square (n, n) score matrix (query i ↔ item i);
+    ties pessimistic, as in the retrieval metrics."""
+    if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"paired_ranks needs a square (n, n) score matrix, got {tuple(scores.shape)}")
+    return _ranks_of(scores.float(), torch.arange(scores.shape[0]))
+
+
+def mean_rank_variance(ranks: torch.Tensor) -> float:
+    r"""Cross-language consistency: MRV = mean over items of the variance of its rank across
+    languages (lower is better; 0 when every language ranks the correct item equally).
+
+    .. math:: \mathrm{MRV} = \frac1n \sum_{i=1}^{n} \frac1K \sum_{k=1}^{K} (r_{ki} - \bar r_i)^2
+
+    Args:
+        ranks: (K, n) rank of the correct item of query i in language k (population variance
+            over the K languages, ddof = 0).
+    """
+    if ranks.dim() != 2 or ranks.shape[0] < 2:
+        raise ValueError(f"ranks must be (K, n) with K >= 2 languages, got {tuple(ranks.shape)}")
+    return float(ranks.double().var(dim=0, unbiased=False).mean())

@@ -12,11 +12,20 @@ group, uniformly, instead of only with item i:
 
 (``T = I/b`` without groups). Losses are chosen by name through :data:`LOSSES` /
 :func:`build_loss`.
+
+Two further call conventions, flagged by class attributes the trainer reads:
+
+* ``needs_text_similarity``: :class:`SoftLabelContrastiveLoss` also takes
+  ``text_similarity`` (b, b), the caption–caption similarity its soft targets come from.
+* ``multilingual``: :class:`KCLLoss` and :class:`CACLLoss` take ``texts`` (K, b, d) — the
+  captions of the same b items in K languages — instead of one (b, d) text batch, and wrap a
+  pairwise base loss (InfoNCE, or the m-LTM KL term for the OT variant).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,6 +41,9 @@ __all__ = [
     "PartialMLTMLoss",
     "InfoNCELoss",
     "TripletLoss",
+    "SoftLabelContrastiveLoss",
+    "KCLLoss",
+    "CACLLoss",
     "LOSSES",
     "build_loss",
     "target_plan",
@@ -215,11 +227,155 @@ class TripletLoss(nn.Module):
         return (loss_a2t + loss_t2a).mean()
 
 
+class SoftLabelContrastiveLoss(nn.Module):
+    r"""Contrastive loss with soft targets from caption–caption similarity.
+
+    For a batch whose captions have pairwise similarity :math:`S^{tt}` (b, b) (cosine of the
+    text-backbone features, passed as ``text_similarity``), the targets are
+
+    .. math::
+        Q_{ij} = \frac{\exp(S^{tt}_{ij}/\tau_q)}{\sum_k \exp(S^{tt}_{ik}/\tau_q)},\qquad
+        \mathcal{L} = \tfrac12\big(\mathrm{CE}(S/\tau, Q) + \mathrm{CE}(S^\top/\tau, Q^\top_{\text{row}})\big),
+
+    with :math:`S = x y^\top` the audio–text cosine logits and a learnable :math:`\tau` as in
+    :class:`InfoNCELoss`; :math:`Q^\top_{\text{row}}` is the row softmax of :math:`S^{tt\top}`.
+    Clips whose captions say nearly the same thing ("footsteps on gravel" / "footsteps on
+    stone") share target mass instead of being pushed apart as negatives. As
+    :math:`\tau_q \to 0` the targets become one-hot and the loss is InfoNCE. Items of the same
+    ``group_ids`` group get similarity 1 (the maximum) before the softmax. Without
+    ``text_similarity`` the detached joint-space text embeddings give :math:`S^{tt}`.
+    """
+
+    needs_text_similarity = True
+    max_logit_scale = InfoNCELoss.max_logit_scale
+
+    def __init__(self, target_temperature: float = 0.05, init_temperature: float = 0.07) -> None:
+        super().__init__()
+        if not target_temperature > 0:
+            raise ValueError(f"target_temperature must be > 0, got {target_temperature}")
+        if not init_temperature > 0:
+            raise ValueError(f"init_temperature must be > 0, got {init_temperature}")
+        self.target_temperature = float(target_temperature)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def extra_repr(self) -> str:
+        return f"target_temperature={self.target_temperature}"
+
+    def targets(self, text_similarity: Tensor, group_ids: Tensor | None = None) -> Tensor:
+        """Row-stochastic soft targets Q (b, b) from a (b, b) similarity matrix."""
+        sim = text_similarity.detach().float()
+        if group_ids is not None:
+            sim = sim.masked_fill(_same_group(sim.shape[0], group_ids, sim.device), 1.0)
+        return torch.softmax(sim / self.target_temperature, dim=1)
+
+    def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric | None = None,
+                group_ids: Tensor | None = None, text_similarity: Tensor | None = None) -> Tensor:
+        _check_inputs(audio, text, group_ids)
+        b = audio.shape[0]
+        if text_similarity is None:
+            text_similarity = text.detach() @ text.detach().transpose(0, 1)
+        if tuple(text_similarity.shape) != (b, b):
+            raise ValueError(f"text_similarity must have shape ({b}, {b}), got {tuple(text_similarity.shape)}")
+        scale = self.logit_scale.clamp(0.0, self.max_logit_scale).exp()
+        logits = scale * (audio @ text.transpose(0, 1))
+        q_rows = self.targets(text_similarity, group_ids).to(logits.dtype)
+        q_cols = self.targets(text_similarity.transpose(0, 1), group_ids).to(logits.dtype)
+        return 0.5 * (F.cross_entropy(logits, q_rows) + F.cross_entropy(logits.T, q_cols))
+
+
+def _check_texts(audio: Tensor, texts: Tensor | Sequence[Tensor], k_min: int) -> Tensor:
+    stacked = texts if isinstance(texts, Tensor) else torch.stack(list(texts))
+    if stacked.dim() != 3 or stacked.shape[1:] != audio.shape:
+        raise ValueError(f"texts must be (K, b, d) with (b, d) = {tuple(audio.shape)}, got {tuple(stacked.shape)}")
+    if stacked.shape[0] < k_min:
+        raise ValueError(f"texts must hold at least {k_min} language(s), got {stacked.shape[0]}")
+    return stacked
+
+
+def _pairwise_base(base: str, base_kwargs: dict[str, Any]) -> nn.Module:
+    if base not in ("infonce", "mltm"):
+        raise ValueError(f"base must be 'infonce' or 'mltm', got {base!r}")
+    return LOSSES[base](**base_kwargs)
+
+
+class KCLLoss(nn.Module):
+    r"""KCL, 1-to-K contrastive learning (ATRI): every audio with its captions in all K languages.
+
+    .. math::
+        \mathcal{L} = \frac1K \sum_{k=1}^{K} \ell(x, y^{(k)}),
+
+    where :math:`y^{(k)}` (b, d) are the b items' captions in language k and :math:`\ell` is the
+    pairwise base loss: symmetric InfoNCE (``base="infonce"``, both directions, one shared
+    temperature) or the m-LTM KL term (``base="mltm"``, the OT variant). Memory grows with K:
+    all K caption batches are encoded each step.
+
+    Called as ``loss(audio (b, d), texts (K, b, d), metric, group_ids=None)``.
+    """
+
+    multilingual = True
+
+    def __init__(self, base: str = "infonce", **base_kwargs: Any) -> None:
+        super().__init__()
+        self.base_name = base
+        self.base = _pairwise_base(base, base_kwargs)
+
+    def extra_repr(self) -> str:
+        return f"base={self.base_name}"
+
+    def forward(self, audio: Tensor, texts: Tensor | Sequence[Tensor], metric: MahalanobisMetric | None = None,
+                group_ids: Tensor | None = None) -> Tensor:
+        stacked = _check_texts(audio, texts, 1)
+        terms = [self.base(audio, stacked[k], metric, group_ids=group_ids) for k in range(stacked.shape[0])]
+        return torch.stack(terms).mean()
+
+
+class CACLLoss(nn.Module):
+    r"""CACL, co-anchor contrastive learning (ATRI): audio, English caption, one other language.
+
+    Each item i contributes the triplet (x_i, y_i^{en}, y_i^{o}) where :math:`y^{o}_i` is its
+    caption in a language drawn at random per item (the trainer draws it). Three pairwise terms:
+
+    .. math::
+        \mathcal{L} = \tfrac13\big(\ell(x, y^{en}) + \ell(x, y^{o}) + \ell(y^{en}, y^{o})\big),
+
+    so English is a second anchor that pulls the other languages' captions towards it. The
+    base :math:`\ell` is symmetric InfoNCE or the m-LTM KL term (OT variant; the text–text term
+    then matches the two caption batches by entropic OT under the same ground metric).
+
+    Called as ``loss(audio (b, d), texts (2, b, d), metric, group_ids=None)`` with
+    ``texts[0]`` the English and ``texts[1]`` the other-language captions.
+    """
+
+    multilingual = True
+
+    def __init__(self, base: str = "infonce", **base_kwargs: Any) -> None:
+        super().__init__()
+        self.base_name = base
+        self.base = _pairwise_base(base, base_kwargs)
+
+    def extra_repr(self) -> str:
+        return f"base={self.base_name}"
+
+    def forward(self, audio: Tensor, texts: Tensor | Sequence[Tensor], metric: MahalanobisMetric | None = None,
+                group_ids: Tensor | None = None) -> Tensor:
+        stacked = _check_texts(audio, texts, 2)
+        if stacked.shape[0] != 2:
+            raise ValueError(f"CACL takes texts (2, b, d): English and one other language, got K = {stacked.shape[0]}")
+        english, other = stacked[0], stacked[1]
+        terms = [self.base(audio, english, metric, group_ids=group_ids),
+                 self.base(audio, other, metric, group_ids=group_ids),
+                 self.base(english, other, metric, group_ids=group_ids)]
+        return torch.stack(terms).mean()
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "mltm": MLTMLoss,
     "mltm_partial": PartialMLTMLoss,
     "infonce": InfoNCELoss,
     "triplet": TripletLoss,
+    "softlabel": SoftLabelContrastiveLoss,
+    "kcl": KCLLoss,
+    "cacl": CACLLoss,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +21,20 @@ def write_tone(path: Path, freq: float = 440.0, seconds: float = 1.0, sr: int = 
     return path
 
 
-def make_tiny_bert(directory: Path) -> Path:
-    """Save a randomly initialised 2-layer BERT with a 60-word vocabulary to ``directory``."""
+def make_tiny_bert(directory: Path, extra_words: Sequence[str] = ()) -> Path:
+    """Save a randomly initialised 2-layer BERT with a 60-word vocabulary (plus ``extra_words``,
+    e.g. words of other languages for a tiny multilingual encoder) to ``directory``."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     words = "a the dog barks cat meows rain falls water bird sings engine runs car horn train wind fire sound of this is".split()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *[f"w{i}" for i in range(60 - len(words) - 5)]]
+    vocab += [w for w in dict.fromkeys(w.lower() for w in extra_words) if w not in vocab]
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"))
+    # transformers 5 takes the vocabulary as ``vocab`` (``vocab_file`` is silently ignored and
+    # would leave a 5-token vocabulary in which every word is [UNK])
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    assert tokenizer.vocab_size == len(vocab)
     tokenizer.save_pretrained(directory)
     config = BertConfig(vocab_size=len(vocab), hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, max_position_embeddings=64)
     BertModel(config).save_pretrained(directory)

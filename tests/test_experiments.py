@@ -167,3 +167,49 @@ def test_noise_table_shows_the_mass_chosen_on_validation() -> None:
     main_rows = md.split("Partial-OT")[0]
     assert "m-LTM partial (s=0.6) — chosen on val (seeds [0])" in main_rows and "s=0.9" not in main_rows
     assert "| 20 % | m-LTM partial (s=0.9) | 0.250 ± 0.000 | [0, 1] |  |" in md
+
+
+def test_exclude_classes_drops_every_clip_that_names_them(corpus: Path, tmp_path: Path) -> None:
+    from atr_demo.leakage import classes_in_captions
+    from training.datasets import drop_classes
+
+    clips = load_dataset(corpus)
+    kept = drop_classes(clips, ["dog", "engine"])
+    assert kept and all("dog" not in " ".join(c.captions) and "engine" not in " ".join(c.captions) for c in kept)
+    assert all(c.esc50 not in ("dog", "engine") for c in kept)
+    assert len(kept) == len(clips) - 6  # "dog barks" and "engine runs" in each of 3 packages
+    data = prepare_data(TrainConfig.from_dict(_base(corpus, tmp_path, exclude_classes=["dog", "engine"])))
+    captions = [t for c in data.train + data.mixture_pool + data.validation for t in c.captions]
+    assert data.mixture_pool and not {"dog", "engine"} & set(classes_in_captions(captions))
+    # the test split is untouched, even a clip of a held-out class
+    held = prepare_data(TrainConfig.from_dict(_base(corpus, tmp_path, exclude_classes=["cow"])))
+    assert len(held.test) == 6 and sum(c.esc50 == "cow" for c in held.test) == 3
+    with pytest.raises(ConfigError, match="not ESC-50 classes: unicorn"):
+        TrainConfig.from_dict(_base(corpus, tmp_path, exclude_classes=["unicorn"]))
+
+
+def test_analysis_suite_reports_structure_leakage_and_probe(corpus: Path, tmp_path: Path) -> None:
+    payload = exp.run_suite("analysis", _base(corpus, tmp_path), [0, 1], tmp_path / "res", tmp_path / "runs",
+                            command="python -m training experiments --suite analysis",
+                            only=["softlabel0.1", "mltm-euclidean"])
+    names = {r["setting"] for r in payload["runs"]}
+    assert names == {"softlabel0.1", "mltm-euclidean", "mltm-euclidean-holdA", "mltm-euclidean-holdB"}
+    by = {(r["setting"], r["seed"]): r["metrics"] for r in payload["runs"]}
+    m = by[("softlabel0.1", 0)]
+    assert 0.0 <= m["structure/knn.cosine.5"] <= 1.0 and 0.0 <= m["structure/cka"] <= 1.0
+    assert m["structure/chance.5"] == pytest.approx(exp.chance_knn_overlap(6, 5))
+    # test split: cow and train clips; neither is named in the training captions (cow moos / train
+    # passes are test-only words here); dog and rain are seen
+    assert m["leak/cosine/unseen.n"] == 6 and m["leak/cosine/seen.n"] == 0
+    assert m["probe/train_clips"] > 0 and 0.0 <= m["probe/all.top1"] <= 1.0
+    record = json.loads((tmp_path / "runs" / "analysis" / "mltm-euclidean-holdA" / "seed0" / "result.json").read_text())
+    assert "dog" in record["result"]["seen_classes"] or record["config"]["exclude_classes"]
+    assert "dog" not in record["result"]["seen_classes"] and "engine" not in record["result"]["seen_classes"]
+    plain = json.loads((tmp_path / "runs" / "analysis" / "mltm-euclidean" / "seed0" / "result.json").read_text())
+    assert {"dog", "rain", "engine"} <= set(plain["result"]["seen_classes"])
+    assert [c["y"] for c in payload["correlations"]][:4] == ["T→A mAP@10", "A→T mAP@10", "ZS top-1", "ZS top-5"]
+    assert all(c["n"] == 4 for c in payload["correlations"])  # hold-out runs are left out
+    md = (tmp_path / "res" / "analysis.md").read_text()
+    for part in ("### Structure of the joint space", "Spearman ρ", "### Zero-shot leakage", "linear probe",
+                 "| soft-label contrastive (τ_q=0.1) | cosine |", "m-LTM (Euclidean), ESC-50 half A held out"):
+        assert part in md

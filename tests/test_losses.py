@@ -12,9 +12,12 @@ import torch.nn.functional as F
 from atr_demo.errors import ConfigError
 from atr_demo.losses import (
     LOSSES,
+    CACLLoss,
     InfoNCELoss,
+    KCLLoss,
     MLTMLoss,
     PartialMLTMLoss,
+    SoftLabelContrastiveLoss,
     TripletLoss,
     build_loss,
     target_plan,
@@ -29,7 +32,10 @@ def _pairs(b: int = 12, d: int = 16, noise: float = 0.1, dtype=torch.float32):
     return audio, text
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+PAIRWISE = sorted(n for n, cls in LOSSES.items() if not getattr(cls, "multilingual", False))
+
+
+@pytest.mark.parametrize("name", PAIRWISE)
 def test_aligned_beats_shuffled(name: str) -> None:
     audio, text = _pairs()
     metric = MahalanobisMetric(16)
@@ -142,7 +148,7 @@ def test_triplet_zero_when_margin_satisfied() -> None:
 
 
 def test_registry_and_errors() -> None:
-    assert set(LOSSES) == {"mltm", "mltm_partial", "infonce", "triplet"}
+    assert set(LOSSES) == {"mltm", "mltm_partial", "infonce", "triplet", "softlabel", "kcl", "cacl"}
     assert isinstance(build_loss("mltm", eps=0.03), MLTMLoss)
     assert build_loss("mltm_partial", mass=0.9).mass == 0.9
     with pytest.raises(ConfigError, match="infonce.*mltm.*mltm_partial.*triplet"):
@@ -158,3 +164,96 @@ def test_shape_errors() -> None:
         MLTMLoss()(torch.randn(3, 4), torch.randn(2, 4), MahalanobisMetric(4))
     with pytest.raises(ValueError):
         TripletLoss()(torch.randn(3, 4), torch.randn(3, 4), None, torch.tensor([0, 1]))
+
+
+# -- soft-label contrastive -------------------------------------------------------------------
+
+def test_softlabel_reduces_to_infonce_for_one_hot_targets() -> None:
+    audio, text = _pairs()
+    soft = SoftLabelContrastiveLoss(target_temperature=1e-4)
+    hard = InfoNCELoss()
+    # caption similarity with a clear maximum on the diagonal → one-hot targets at tiny τ_q
+    sim = torch.eye(12) * 0.5 + 0.1 * torch.rand(12, 12)
+    assert torch.allclose(soft(audio, text, text_similarity=sim), hard(audio, text), atol=1e-5)
+
+
+def test_softlabel_targets_share_mass_between_similar_captions() -> None:
+    loss = SoftLabelContrastiveLoss(target_temperature=0.1)
+    sim = torch.tensor([[1.0, 0.95, 0.0], [0.95, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    q = loss.targets(sim)
+    assert torch.allclose(q.sum(dim=1), torch.ones(3))
+    assert q[0, 1] > 0.3 and q[2, 2] > 0.99  # near-duplicates share; a distinct caption stays one-hot
+    # near-duplicate captions ("footsteps on gravel" / "on stone"): when the audio space already
+    # mirrors the caption similarity (audio = text, τ_q = τ), the soft targets equal the model's
+    # softmax and the soft loss is stationary, while InfoNCE still pushes the near-duplicate apart
+    gen = torch.Generator().manual_seed(3)
+    base = F.normalize(torch.randn(3, 16, generator=gen), dim=-1)
+    text = F.normalize(torch.stack([base[0], base[0] + 0.3 * base[1], base[2]]), dim=-1)
+    grads = []
+    for fn in (SoftLabelContrastiveLoss(target_temperature=0.07, init_temperature=0.07), InfoNCELoss(0.07)):
+        audio = text.clone().requires_grad_(True)
+        value = fn(audio, text, text_similarity=text @ text.T) if isinstance(fn, SoftLabelContrastiveLoss) else fn(audio, text)
+        value.backward()
+        grads.append(audio.grad.norm())
+    assert grads[0] < 1e-3 * grads[1] and grads[1] > 0.1
+
+
+def test_softlabel_gradients_and_shape_check() -> None:
+    audio, text = _pairs()
+    audio.requires_grad_(True)
+    loss = SoftLabelContrastiveLoss()
+    value = loss(audio, text)  # falls back to the joint-space text similarity
+    value.backward()
+    assert torch.isfinite(value) and audio.grad is not None and torch.isfinite(audio.grad).all()
+    with pytest.raises(ValueError, match="text_similarity"):
+        loss(audio, text, text_similarity=torch.zeros(3, 3))
+    with pytest.raises(ConfigError, match="target_temperature"):
+        build_loss("softlabel", target_temperature=0.0)
+
+
+# -- multilingual: KCL and CACL -----------------------------------------------------------------
+
+def _languages(k: int = 3, b: int = 12, d: int = 16, noise: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    audio, _ = _pairs(b, d)
+    gen = torch.Generator().manual_seed(1)
+    texts = torch.stack([F.normalize(audio + noise * torch.randn(b, d, generator=gen), dim=-1) for _ in range(k)])
+    return audio, texts
+
+
+@pytest.mark.parametrize("base", ["infonce", "mltm"])
+def test_kcl_is_the_mean_of_per_language_terms(base: str) -> None:
+    audio, texts = _languages()
+    metric = MahalanobisMetric(16)
+    kcl = KCLLoss(base=base)
+    expected = torch.stack([kcl.base(audio, texts[k], metric) for k in range(3)]).mean()
+    assert torch.allclose(kcl(audio, texts, metric), expected)
+    assert torch.allclose(kcl(audio, list(texts), metric), expected)  # a list of (b, d) works too
+
+
+@pytest.mark.parametrize("base", ["infonce", "mltm"])
+def test_cacl_has_three_terms_and_prefers_aligned_languages(base: str) -> None:
+    audio, texts = _languages(k=2)
+    metric = MahalanobisMetric(16)
+    cacl = CACLLoss(base=base)
+    b = cacl.base
+    expected = (b(audio, texts[0], metric) + b(audio, texts[1], metric) + b(texts[0], texts[1], metric)) / 3
+    assert torch.allclose(cacl(audio, texts, metric), expected)
+    shuffled = torch.stack([texts[0], texts[1][torch.roll(torch.arange(12), 1)]])
+    assert cacl(audio, texts, metric) < cacl(audio, shuffled, metric)
+    with pytest.raises(ValueError, match="K = 3"):
+        cacl(audio, torch.cat([texts, texts[:1]]), metric)
+
+
+@pytest.mark.parametrize("name", ["kcl", "cacl"])
+def test_multilingual_losses_registry_and_gradients(name: str) -> None:
+    audio, texts = _languages(k=2)
+    audio.requires_grad_(True)
+    loss = build_loss(name, base="mltm", eps=0.1)
+    assert getattr(loss, "multilingual", False) and isinstance(loss.base, MLTMLoss) and loss.base.eps == 0.1
+    value = loss(audio, texts, MahalanobisMetric(16))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(audio.grad).all() and audio.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="base"):
+        build_loss(name, base="triplet")
+    with pytest.raises(ValueError, match=r"\(K, b, d\)"):
+        loss(audio, texts[0], MahalanobisMetric(16))

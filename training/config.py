@@ -29,8 +29,11 @@ import yaml
 from atr_demo.config import ModelConfig, dataclass_from_dict
 from atr_demo.errors import ConfigError
 from atr_demo.model import BUILTIN_MODELS
+from atr_demo.zeroshot import ESC50_CLASSES
 
-LOSSES = ("mltm", "mltm_partial", "infonce", "triplet")
+LOSSES = ("mltm", "mltm_partial", "infonce", "triplet", "softlabel", "kcl", "kcl_mltm", "cacl", "cacl_mltm")
+#: Losses that train on captions in several languages (``languages`` must name at least two).
+MULTILINGUAL_LOSSES = ("kcl", "kcl_mltm", "cacl", "cacl_mltm")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("cpu", "cuda", "auto")
@@ -47,8 +50,17 @@ class TrainConfig:
         data_format: force a format for every path (``None``: detect).
         model: a built-in model name (``tiny``, ``aisfx-minilm``) or a ModelConfig mapping;
             ``loss``, ``metric``, ``eps`` and ``mass`` below are copied into it.
-        loss: ``mltm`` | ``mltm_partial`` | ``infonce`` | ``triplet``.
+        loss: ``mltm`` | ``mltm_partial`` | ``infonce`` | ``triplet`` | ``softlabel`` (soft
+            targets from caption–caption similarity) | ``kcl`` | ``cacl`` (multilingual,
+            InfoNCE terms) | ``kcl_mltm`` | ``cacl_mltm`` (multilingual, m-LTM KL terms).
         mass: transported mass s of ``mltm_partial``.
+        target_temperature: temperature of the ``softlabel`` targets (softmax of the
+            text-backbone cosine similarity of the batch's captions over this temperature).
+        languages: caption languages of multilingual data (manifest ``caption_<lang>``
+            columns; ``captions`` counts as the first language, normally ``en``). The first is
+            the anchor (CACL's co-anchor). Multilingual losses train on all of them; other losses
+            train on the first language only (the monolingual baseline). Validation ranks the
+            captions of every language; clips lacking a language are dropped with a warning.
         metric: ``euclidean`` | ``mahalanobis`` (PSD-projected after every step).
         eps: entropic regularisation ε of the m-LTM plan.
         margin: margin of the triplet loss.
@@ -67,6 +79,12 @@ class TrainConfig:
         mixture_seed: seed of the cached mixture pool (``seed`` varies heads and batch order only).
         noise_fraction: fraction of training pairs whose captions are shuffled (noise experiments;
             with cached mixtures, the pool counts as training pairs).
+        cv_folds, cv_fold: with ``cv_folds`` ≥ 3, ignore the data's splits and use fold
+            ``cv_fold`` of a cross-validation by recording group as test, the next fold as
+            validation, the rest as train (:func:`training.datasets.cv_split`); 0 = off.
+        exclude_classes: ESC-50 classes held out of training: train and validation clips (and
+            mixtures) whose captions name one (:mod:`atr_demo.leakage` synonyms) or that are
+            labelled with one are dropped, so zero-shot on them is class-disjoint (leakage control).
         only_packages, exclude_packages: keep only / drop the corpus clips of these source
             packages (every split; a mixture needs both sources kept) — leave-one-package-out.
         best_metric: validation key that selects ``out/best`` (``t2a_mAP@10``, ``a2t_R@1``, …).
@@ -78,6 +96,8 @@ class TrainConfig:
     model: Any = "aisfx-minilm"
     loss: str = "mltm"
     mass: float = 0.95
+    target_temperature: float = 0.05
+    languages: list[str] = field(default_factory=list)
     metric: str = "euclidean"
     eps: float = 0.05
     margin: float = 0.2
@@ -98,6 +118,9 @@ class TrainConfig:
     mixtures: int = 0
     mixture_seed: int = 0
     noise_fraction: float = 0.0
+    cv_folds: int = 0
+    cv_fold: int = 0
+    exclude_classes: list[str] = field(default_factory=list)
     only_packages: list[str] = field(default_factory=list)
     exclude_packages: list[str] = field(default_factory=list)
     max_duration_s: float = 30.0
@@ -109,12 +132,13 @@ class TrainConfig:
         """Raise :class:`ConfigError` for the first invalid value; return ``self``."""
         if isinstance(self.data, str):
             self.data = [self.data]
-        for key in ("only_packages", "exclude_packages"):
+        for key in ("only_packages", "exclude_packages", "languages", "exclude_classes"):
             value = getattr(self, key)
             if isinstance(value, str):
                 setattr(self, key, [value])
             elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{key} must be a list of package names, got {value!r}")
+                raise ConfigError(f"{key} must be a list of names, got {value!r}")
+        unknown_classes = sorted(set(self.exclude_classes) - set(ESC50_CLASSES))
         checks = [
             (bool(self.data), "data: give at least one dataset path"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
@@ -131,6 +155,16 @@ class TrainConfig:
             (0 <= self.noise_fraction <= 1, f"noise_fraction must be in [0, 1], got {self.noise_fraction}"),
             (self.mixtures >= 0, f"mixtures must be >= 0, got {self.mixtures}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.target_temperature > 0, f"target_temperature must be positive, got {self.target_temperature}"),
+            (self.loss not in MULTILINGUAL_LOSSES or len(self.languages) >= 2,
+             f"loss {self.loss!r} is multilingual: set languages to at least two caption languages, "
+             f"e.g. languages: [en, fr, de] (manifest columns caption_fr, caption_de)"),
+            (len(set(self.languages)) == len(self.languages), f"languages has duplicates: {self.languages}"),
+            (not unknown_classes, f"exclude_classes: not ESC-50 classes: {', '.join(unknown_classes)}"),
+            (self.cv_folds == 0 or (self.cv_folds >= 3 and 0 <= self.cv_fold < self.cv_folds),
+             f"cv_folds must be 0 (off) or >= 3 with 0 <= cv_fold < cv_folds, got {self.cv_folds} / {self.cv_fold}"),
+            (not self.languages or self.mixtures == 0,
+             "mixtures compose English captions only: set mixtures: 0 for multilingual data (languages)"),
         ]
         for ok, message in checks:
             if not ok:

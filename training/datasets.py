@@ -18,6 +18,7 @@ Splits are always called ``train``, ``validation`` and ``test``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ import torch
 
 from atr_demo.audio import load_audio
 from atr_demo.errors import ConfigError
+from atr_demo.leakage import classes_in_captions
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,9 @@ class Clip:
         mix_of: for a mixture, the two source clips (the audio is built on the fly).
         gain_db: gain applied to the second source of a mixture.
         package: source package of a corpus clip (``None`` for other formats).
+        captions_by_lang: captions in other languages, ``{"fr": [...], "de": [...]}``, from the
+            manifest columns ``caption_<lang>`` (``captions`` is the default-language list; see
+            :func:`language_captions`).
     """
 
     clip_id: str
@@ -72,6 +77,32 @@ class Clip:
     mix_of: tuple[Clip, Clip] | None = field(default=None, repr=False)
     gain_db: float = 0.0
     package: str | None = None
+    captions_by_lang: dict[str, list[str]] = field(default_factory=dict)
+
+
+#: ``caption_<lang>`` column names: a language tag such as ``fr``, ``pt_BR``, ``zh_CN``,
+#: ``sr@latin`` (``caption_1``…``caption_5`` of Clotho are numbered, not languages).
+LANG_COLUMN = re.compile(r"^caption_([a-z]{2,3}(?:[_@-][A-Za-z]{2,8})?)$")
+
+
+def language_captions(clip: Clip, lang: str, default_lang: str = "en") -> list[str]:
+    """The captions of ``clip`` in ``lang`` (``default_lang`` is ``clip.captions`` unless the
+    manifest gave ``caption_<default_lang>`` explicitly); ``[]`` when it has none."""
+    if lang in clip.captions_by_lang:
+        return clip.captions_by_lang[lang]
+    return list(clip.captions) if lang == default_lang else []
+
+
+def _lang_captions_of(row: dict, where: str) -> dict[str, list[str]]:
+    """``caption_<lang>`` keys of a manifest row → ``{lang: [captions]}`` (empty values skipped)."""
+    out: dict[str, list[str]] = {}
+    for key, value in row.items():
+        match = LANG_COLUMN.match(str(key))
+        if match is None or value in (None, "", []):
+            continue
+        captions = _captions_of(value, f"{where} ({key})")
+        out[match.group(1)] = captions
+    return out
 
 
 # -- audio -----------------------------------------------------------------------------------
@@ -169,6 +200,7 @@ def load_corpus_manifest(path: str | Path) -> list[Clip]:
             group=str(row.get("group") or row["clip_id"]),
             esc50=row.get("esc50") or None,
             package=str(row["package"]) if row.get("package") else None,
+            captions_by_lang=_lang_captions_of(row, where),
             # the corpus writes every segment as its own file: its ``start_s`` is the offset in
             # the original recording (provenance), not a seek position in ``audio``
         ))
@@ -178,7 +210,9 @@ def load_corpus_manifest(path: str | Path) -> list[Clip]:
 def load_generic_manifest(path: str | Path, split: str | None = None) -> list[Clip]:
     """A CSV (header ``audio,caption[,caption…]``) or JSONL (``audio`` and ``caption``/``captions``).
 
-    Optional columns: ``split``, ``group``, ``esc50``, ``start_s``, ``duration_s``, ``clip_id``.
+    Optional columns: ``split``, ``group``, ``esc50``, ``start_s``, ``duration_s``, ``clip_id``,
+    and ``caption_<lang>`` (e.g. ``caption_fr``, ``caption_pt_BR``) for captions in other languages
+    (:attr:`Clip.captions_by_lang`); ``caption_1``, ``caption_2``… are default-language captions.
     Without a split column every clip gets ``split`` (default ``train``).
     """
     path = Path(path)
@@ -198,7 +232,7 @@ def load_generic_manifest(path: str | Path, split: str | None = None) -> list[Cl
                 row: dict = {}
                 caps = []
                 for key, value in zip(header, values):
-                    if key.startswith("caption"):
+                    if key.startswith("caption") and not LANG_COLUMN.match(key):
                         caps.append(value)
                     else:
                         row[key] = value
@@ -220,6 +254,7 @@ def load_generic_manifest(path: str | Path, split: str | None = None) -> list[Cl
             esc50=row.get("esc50") or None,
             start_s=float(row.get("start_s") or 0.0),
             duration_s=float(row["duration_s"]) if row.get("duration_s") not in (None, "") else None,
+            captions_by_lang=_lang_captions_of(row, where),
         ))
     return clips
 
@@ -372,6 +407,50 @@ def load_dataset(spec: str | Path, fmt: str | None = None) -> list[Clip]:
 def split_clips(clips: Sequence[Clip], split: str) -> list[Clip]:
     """The clips of one split, in order."""
     return [c for c in clips if c.split == split]
+
+
+def cv_split(clips: Sequence[Clip], folds: int, fold: int) -> list[Clip]:
+    """Reassign splits for ``folds``-fold cross-validation by recording group.
+
+    Groups are ordered by the SHA-256 of their name and dealt round-robin into ``folds``
+    folds (balanced, deterministic, independent of the clip order): fold ``fold`` becomes
+    ``test``, fold ``fold + 1`` (mod ``folds``) ``validation`` and the rest ``train``. The
+    original splits are ignored, so every clip is tested in exactly one fold, and no recording
+    group spans two splits. For small data sets (the multilingual split) where a fixed test
+    split would hold a handful of clips.
+    """
+    if folds < 3:
+        raise ConfigError(f"cross-validation needs at least 3 folds (test, validation, train), got {folds}")
+    if not 0 <= fold < folds:
+        raise ConfigError(f"cv_fold must be in [0, {folds - 1}], got {fold}")
+    groups = sorted({c.group for c in clips}, key=lambda g: hashlib.sha256(g.encode("utf-8")).hexdigest())
+    if len(groups) < folds:
+        raise ConfigError(f"{len(groups)} recording groups cannot fill {folds} folds")
+    fold_of = {g: i % folds for i, g in enumerate(groups)}
+    names = {fold: "test", (fold + 1) % folds: "validation"}
+    return [replace(c, split=names.get(fold_of[c.group], "train")) for c in clips]
+
+
+def drop_classes(clips: Sequence[Clip], classes: Sequence[str]) -> list[Clip]:
+    """The clips that neither name one of ``classes`` in a caption (any language;
+    :func:`atr_demo.leakage.classes_in_captions`, with its synonyms) nor carry one of them as
+    their ESC-50 label (a mixture: neither source) — a class-disjoint zero-shot control."""
+    held = set(classes)
+    if not held:
+        return list(clips)
+    named: dict[tuple[str, ...], bool] = {}
+
+    def names_held(clip: Clip) -> bool:
+        if clip.mix_of is not None and any(names_held(c) for c in clip.mix_of):
+            return True
+        if clip.esc50 in held:
+            return True
+        captions = tuple(clip.captions) + tuple(t for ts in clip.captions_by_lang.values() for t in ts)
+        if captions not in named:
+            named[captions] = bool(classes_in_captions(captions, classes=sorted(held)))
+        return named[captions]
+
+    return [c for c in clips if not names_held(c)]
 
 
 def clip_packages(clip: Clip) -> set[str | None]:

@@ -9,6 +9,11 @@ For each scoring mode (cosine, metric, transport):
   when the data has folds, as ESC-50 itself does).
 
 plus the modality gap ‖mean f(x) − mean g(y)‖₂. Prints a Markdown table; writes JSON.
+
+With ``--languages en,fr,de`` (multilingual data: manifest columns ``caption_<lang>``) it also
+reports, per language, text→audio and audio→text R@1/5/10 and mAP@10 with the clip's first
+caption in that language as the only caption, and the cross-language consistency: the mean rank
+variance (MRV) of the correct item across languages, both directions.
 """
 
 from __future__ import annotations
@@ -26,12 +31,19 @@ import torch
 from tqdm.auto import tqdm
 
 from atr_demo.errors import ATRError, ConfigError
-from atr_demo.evaluation import audio_to_text_metrics, modality_gap, text_to_audio_metrics, topk_accuracy
+from atr_demo.evaluation import (
+    audio_to_text_metrics,
+    mean_rank_variance,
+    modality_gap,
+    paired_ranks,
+    text_to_audio_metrics,
+    topk_accuracy,
+)
 from atr_demo.model import ATRModel, load_model
 from atr_demo.retrieval import MODES, score_matrix
 from atr_demo.zeroshot import ESC50_CLASSES, classify, embed_labels
 
-from training.datasets import Clip, filter_packages, load_clip_audio, load_dataset, split_clips
+from training.datasets import Clip, filter_packages, language_captions, load_clip_audio, load_dataset, split_clips
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +117,73 @@ def evaluate_embeddings(
     return result
 
 
+def first_captions(clips: Sequence[Clip], lang: str) -> list[str]:
+    """Each clip's first caption in ``lang`` (every clip must have one)."""
+    out = []
+    for clip in clips:
+        captions = language_captions(clip, lang)
+        if not captions:
+            raise ConfigError(f"clip {clip.clip_id} has no caption in language {lang!r} (manifest column caption_{lang})")
+        out.append(captions[0])
+    return out
+
+
+def evaluate_languages(
+    model: ATRModel, audio: torch.Tensor, text_by_lang: dict[str, torch.Tensor], modes: Sequence[str] = MODES
+) -> dict[str, Any]:
+    """Per-language retrieval and cross-language consistency.
+
+    Args:
+        audio: (n, d) clip embeddings; text_by_lang: language → (n, d) embeddings of each clip's
+            caption in that language (row i describes clip i).
+
+    Returns:
+        ``{mode: {"languages": {lang: {"text_to_audio": …, "audio_to_text": …}},
+        "mrv": {"text_to_audio": float, "audio_to_text": float}, "mean": {…}}}`` — MRV is the
+        mean over clips of the variance (over languages) of the correct item's rank; ``mean``
+        averages each metric over the languages. Transport scoring solves each language's plan
+        on its own (queries of one language against the gallery).
+    """
+    n = audio.shape[0]
+    identity = torch.arange(n)
+    out: dict[str, Any] = {}
+    for mode in modes:
+        per_lang: dict[str, Any] = {}
+        ranks_t2a, ranks_a2t = [], []
+        for lang, text in text_by_lang.items():
+            if text.shape[0] != n:
+                raise ValueError(f"language {lang}: {text.shape[0]} captions for {n} clips")
+            t2a, a2t = _directional_scores(model, text, audio, mode)
+            per_lang[lang] = {"text_to_audio": text_to_audio_metrics(t2a, identity),
+                              "audio_to_text": audio_to_text_metrics(a2t, identity)}
+            ranks_t2a.append(paired_ranks(t2a))
+            ranks_a2t.append(paired_ranks(a2t.T))
+        entry: dict[str, Any] = {"languages": per_lang}
+        if len(per_lang) >= 2:
+            entry["mrv"] = {"text_to_audio": mean_rank_variance(torch.stack(ranks_t2a)),
+                            "audio_to_text": mean_rank_variance(torch.stack(ranks_a2t))}
+        keys = ("R@1", "R@5", "R@10", "mAP@10")
+        entry["mean"] = {d: {k: float(np.mean([v[d][k] for v in per_lang.values()])) for k in keys}
+                         for d in ("text_to_audio", "audio_to_text")}
+        out[mode] = entry
+    return out
+
+
+def languages_table(result: dict[str, Any]) -> str:
+    """Markdown: one row per (scoring, language) and the MRV row."""
+    head = ["scoring", "language", "T→A R@1", "R@5", "R@10", "mAP@10", "A→T R@1", "R@5", "R@10", "mAP@10"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mode, entry in result.items():
+        for lang, m in entry["languages"].items():
+            cells = [mode, lang] + [f"{m[d][k]:.3f}" for d in ("text_to_audio", "audio_to_text")
+                                    for k in ("R@1", "R@5", "R@10", "mAP@10")]
+            lines.append("| " + " | ".join(cells) + " |")
+        if "mrv" in entry:
+            lines.append(f"| {mode} | MRV (lower is better) | {entry['mrv']['text_to_audio']:.2f} | | | | "
+                         f"{entry['mrv']['audio_to_text']:.2f} | | | |")
+    return "\n".join(lines)
+
+
 def _zeroshot(model: ATRModel, audio: torch.Tensor, labels: torch.Tensor, folds: list[int | None], label_set: Any, mode: str) -> dict[str, Any]:
     """Top-1/top-5 over all labelled clips; per fold (and the fold mean) when folds are known.
 
@@ -151,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packages", default=None,
                         help="comma-separated corpus packages to keep (e.g. the held-out package of a LOPO run)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated scoring modes")
+    parser.add_argument("--languages", default=None,
+                        help="comma-separated caption languages (e.g. en,fr,de): per-language metrics and MRV")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
     parser.add_argument("--out", default=None, help="write the JSON result to this file")
@@ -167,8 +248,17 @@ def main(argv: list[str] | None = None) -> int:
             clips = split_clips(clips, args.split)
         if args.packages:
             clips = filter_packages(clips, only=[p for p in args.packages.split(",") if p])
+        languages = [lang for lang in (args.languages or "").split(",") if lang]
+        if languages:
+            clips = [c for c in clips if all(language_captions(c, lang) for lang in languages)]
+            if not clips:
+                raise ConfigError(f"no clip has captions in all of {languages}")
         model = load_model(args.model, args.revision)
         result = evaluate_clips(model, clips, modes, args.batch_size, progress=not args.json)
+        if languages:
+            audio = embed_clips(model, clips, args.batch_size, progress=False)
+            text_by_lang = {lang: model.embed_texts(first_captions(clips, lang)).float() for lang in languages}
+            result["multilingual"] = evaluate_languages(model, audio, text_by_lang, modes)
     except ATRError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
@@ -176,5 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    sys.stdout.write((json.dumps(result, indent=2) if args.json else markdown_table(result)) + "\n")
+    text = json.dumps(result, indent=2) if args.json else markdown_table(result)
+    if "multilingual" in result and not args.json:
+        text += "\n\nPer language:\n\n" + languages_table(result["multilingual"])
+    sys.stdout.write(text + "\n")
     return 0

@@ -21,6 +21,20 @@ Suites:
   m-LTM Euclidean / Mahalanobis and InfoNCE.
 * ``levers``: the LOPO protocol for m-LTM variants (no mixtures, MLP heads, ε, prompt ensemble).
 * ``tune``: base-config variants (lr, epochs, head, batch size) scored on the *validation* split.
+* ``analysis``: m-LTM (Euclidean, Mahalanobis), InfoNCE, triplet and the soft-label contrastive
+  loss on the test split, with three reports from the same runs: retrieval of the soft-label
+  loss beside the others; the structure of the joint space (k-NN graph similarity of each
+  clip's audio and caption embeddings, linear CKA) and whether it tracks retrieval and
+  zero-shot accuracy (Spearman over runs); and the leakage report (zero-shot accuracy on ESC-50
+  classes named in the training captions vs the others, beside a linear probe on the frozen
+  audio-backbone features).
+* ``multilingual``: the multilingual split (``build-multilingual``) in 5-fold cross-validation
+  by recording group; English-only m-LTM / InfoNCE vs KCL, CACL and their m-LTM (OT) variants;
+  per-language retrieval and the mean rank variance across languages.
+
+Every run also records, besides retrieval and zero-shot: the structure report, the seen/unseen
+zero-shot split with the classes found in its training captions, the linear-probe baseline on
+its training split, and (with ``languages``) the per-language metrics.
 """
 
 from __future__ import annotations
@@ -42,14 +56,16 @@ import numpy as np
 import torch
 
 from atr_demo.errors import ATRError, ConfigError
+from atr_demo.leakage import classes_in_captions, fit_linear_probe, split_accuracy
 from atr_demo.model import ATRModel, load_model
-from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, embed_labels
+from atr_demo.structure import chance_knn_overlap, structure_report
+from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, classify, embed_labels
 
 from training.config import TrainConfig, apply_overrides, read_config_file
 from training.datasets import Clip, filter_packages, load_dataset, split_clips
-from training.evaluate import evaluate_embeddings
+from training.evaluate import evaluate_embeddings, evaluate_languages, first_captions
 from training.features import audio_features, text_features
-from training.train import train
+from training.train import PreparedData, clip_captions, prepare_data, select_clips, train
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +77,8 @@ PARTIAL_MASSES = (0.9, 0.8, 0.6)
 ENSEMBLE_TEMPLATES = ["the sound of {}", "this is a sound of {}", "{}", "a recording of {}",
                       "a sound effect of {}", "{} can be heard"]
 EVAL_MODES = ("cosine", "transport")
+STRUCTURE_KS = (1, 5, 10, 20)
+ML_FOLDS = 5
 
 #: Methods compared in main / lopo: name → (row label, overrides).
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -142,6 +160,46 @@ def suite_levers(packages: Sequence[str] = LOPO_PACKAGES) -> list[Setting]:
     }, packages)
 
 
+#: The analysis suite: the main methods and the soft-label contrastive loss.
+ANALYSIS_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    **METHODS,
+    "softlabel0.05": ("soft-label contrastive (τ_q=0.05)", {"loss": "softlabel", "metric": "euclidean",
+                                                            "target_temperature": 0.05}),
+    "softlabel0.1": ("soft-label contrastive (τ_q=0.1)", {"loss": "softlabel", "metric": "euclidean",
+                                                          "target_temperature": 0.1}),
+}
+
+#: The multilingual suite's methods (``languages`` comes from the base config,
+#: ``configs/multilingual_base.yaml``).
+ML_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "en-mltm": ("m-LTM, English captions only", {"loss": "mltm"}),
+    "en-infonce": ("InfoNCE, English captions only", {"loss": "infonce"}),
+    "kcl": ("KCL (InfoNCE terms)", {"loss": "kcl"}),
+    "kcl-ot": ("KCL-OT (m-LTM terms)", {"loss": "kcl_mltm"}),
+    "cacl": ("CACL (InfoNCE terms)", {"loss": "cacl"}),
+    "cacl-ot": ("CACL-OT (m-LTM terms)", {"loss": "cacl_mltm"}),
+}
+
+
+#: Two complementary halves of ESC-50 for the class-disjoint zero-shot control.
+HOLDOUT_HALVES: dict[str, list[str]] = {"A": list(ESC50_CLASSES[0::2]), "B": list(ESC50_CLASSES[1::2])}
+
+
+def suite_analysis(packages: Sequence[str] = LOPO_PACKAGES) -> list[Setting]:
+    out = [Setting(name, label, dict(ov)) for name, (label, ov) in ANALYSIS_METHODS.items()]
+    for name in ("mltm-euclidean", "infonce"):
+        label, ov = METHODS[name]
+        out += [Setting(f"{name}-hold{half}", f"{label}, ESC-50 half {half} held out",
+                        {**ov, "exclude_classes": classes})
+                for half, classes in HOLDOUT_HALVES.items()]
+    return out
+
+
+def suite_multilingual(packages: Sequence[str] = LOPO_PACKAGES) -> list[Setting]:
+    return [Setting(f"fold{f}-{name}", label, {**ov, "cv_folds": ML_FOLDS, "cv_fold": f}, f"fold {f}")
+            for f in range(ML_FOLDS) for name, (label, ov) in ML_METHODS.items()]
+
+
 def suite_tune(packages: Sequence[str] = LOPO_PACKAGES) -> list[Setting]:
     variants = {
         "base": {}, "lr3e-3": {"lr": 3e-3}, "lr3e-4": {"lr": 3e-4}, "epochs40": {"epochs": 40},
@@ -154,7 +212,7 @@ def suite_tune(packages: Sequence[str] = LOPO_PACKAGES) -> list[Setting]:
 
 SUITES: dict[str, Callable[[Sequence[str]], list[Setting]]] = {
     "main": suite_main, "noise": suite_noise, "eps": suite_eps, "lopo": suite_lopo, "levers": suite_levers,
-    "tune": suite_tune,
+    "tune": suite_tune, "analysis": suite_analysis, "multilingual": suite_multilingual,
 }
 
 
@@ -169,10 +227,11 @@ def run_config(base: dict[str, Any], setting: Setting, seed: int, out: Path, ove
 
 
 def load_clips(config: TrainConfig) -> list[Clip]:
+    """The run's clips as training sees them (language filter and cross-validation split applied)."""
     clips: list[Clip] = []
     for spec in config.data:
         clips += load_dataset(spec, config.data_format)
-    return clips
+    return select_clips(clips, config)
 
 
 def eval_clips(config: TrainConfig, setting: Setting) -> list[Clip]:
@@ -199,23 +258,97 @@ def cached_label_set(model: ATRModel, cache: str | None) -> LabelSet:
     return embed_labels(model, list(ESC50_CLASSES), model.config.prompt_templates, True, embed=embed)
 
 
-def evaluate_cached(model: ATRModel, clips: Sequence[Clip], config: TrainConfig, modes: Sequence[str] = EVAL_MODES) -> dict[str, Any]:
+def evaluate_cached(model: ATRModel, clips: Sequence[Clip], config: TrainConfig, modes: Sequence[str] = EVAL_MODES,
+                    seen: set[str] | None = None) -> dict[str, Any]:
     """:func:`training.evaluate.evaluate_clips` on cached backbone features (no audio decoding
-    when the cache holds the clips); clips whose audio cannot be decoded are left out."""
+    when the cache holds the clips); clips whose audio cannot be decoded are left out.
+
+    Adds ``structure`` (:func:`atr_demo.structure.structure_report` of each clip's audio
+    embedding vs the mean of its caption embeddings), ``leakage`` (zero-shot accuracy split
+    into the ESC-50 classes in ``seen`` and the others, per mode) when ``seen`` is given, and
+    ``multilingual`` (:func:`training.evaluate.evaluate_languages`) when the run has languages.
+    """
     model.eval()
     feats, ok = audio_features(model, clips, config.features_cache, config.feature_batch_size,
                                config.max_duration_s, progress=False)
     clips = [clips[i] for i in ok]
     captions = [t for c in clips for t in c.captions]
+
+    def embed_text(texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return model.project_text(text_features(model, texts, config.features_cache, progress=False)
+                                      .to(model.device)).float().cpu()
+
     with torch.no_grad():
         audio = model.project_audio(feats.to(model.device)).float().cpu()
-        text = model.project_text(text_features(model, captions, config.features_cache, progress=False).to(model.device)).float().cpu()
+    text = embed_text(captions)
     label_set = cached_label_set(model, config.features_cache) if any(c.esc50 in ESC50_CLASSES for c in clips) else None
-    return evaluate_embeddings(model, clips, audio, text, label_set, modes)
+    result = evaluate_embeddings(model, clips, audio, text, label_set, modes)
+    owner = torch.tensor([i for i, c in enumerate(clips) for _ in c.captions])
+    per_clip = torch.zeros_like(audio).index_add_(0, owner, text)
+    per_clip = torch.nn.functional.normalize(per_clip, dim=-1)
+    if len(clips) > min(STRUCTURE_KS):
+        result["structure"] = structure_report(audio, per_clip, STRUCTURE_KS, ("cosine", "metric"), model.metric)
+    if seen is not None and label_set is not None:
+        result["leakage"] = zeroshot_leakage(model, clips, audio, label_set, seen, modes)
+    if config.languages:
+        text_by_lang = {lang: embed_text(first_captions(clips, lang)) for lang in config.languages}
+        result["multilingual"] = evaluate_languages(model, audio, text_by_lang, modes)
+    return result
+
+
+def zeroshot_leakage(model: ATRModel, clips: Sequence[Clip], audio: torch.Tensor, label_set: LabelSet,
+                     seen: set[str], modes: Sequence[str]) -> dict[str, Any]:
+    """Per mode, 50-way zero-shot accuracy of the ESC-50-labelled clips split by whether their
+    class is in ``seen`` (:func:`atr_demo.leakage.split_accuracy`)."""
+    idx = [i for i, c in enumerate(clips) if c.esc50 in ESC50_CLASSES]
+    labels = torch.tensor([ESC50_CLASSES.index(str(clips[i].esc50)) for i in idx])
+    out: dict[str, Any] = {}
+    for mode in modes:
+        probs = classify(model, audio[torch.tensor(idx)], label_set, mode=mode)
+        out[mode] = split_accuracy(probs, labels, ESC50_CLASSES, seen)
+    return out
+
+
+def training_captions(data: PreparedData, languages: Sequence[str]) -> list[str]:
+    """Every caption the run trained on: its training clips' and its mixtures' (all languages)."""
+    return [t for c in data.train + data.mixture_pool for t in clip_captions(c, languages)]
+
+
+def probe_baseline(model: ATRModel, config: TrainConfig, data: PreparedData, test_clips: Sequence[Clip],
+                   seen: set[str]) -> dict[str, Any] | None:
+    """Backbone-only zero-shot reference: a linear probe (multinomial logistic regression) on the
+    frozen audio-backbone features of the run's ESC-50-labelled *training* clips, scored on the
+    labelled test clips, 50-way, split like the leakage report. ``None`` when either side has
+    no labelled clip or the training side has a single class."""
+    train_clips = [c for c in data.train if c.esc50 in ESC50_CLASSES]
+    test = [c for c in test_clips if c.esc50 in ESC50_CLASSES]
+    if not test or len({c.esc50 for c in train_clips}) < 2:
+        return None
+    feats = {}
+    for name, part in (("train", train_clips), ("test", test)):
+        f, ok = audio_features(model, part, config.features_cache, config.feature_batch_size,
+                               config.max_duration_s, progress=False)
+        feats[name] = (f.float().cpu(), torch.tensor([ESC50_CLASSES.index(str(part[i].esc50)) for i in ok]))
+    probe = fit_linear_probe(feats["train"][0], feats["train"][1], len(ESC50_CLASSES), seed=config.seed)
+    out = split_accuracy(probe.scores(feats["test"][0]), feats["test"][1], ESC50_CLASSES, seen)
+    out["train_clips"] = len(train_clips)
+    out["train_classes"] = len({c.esc50 for c in train_clips})
+    return out
+
+
+def _flatten(prefix: str, value: Any, flat: dict[str, float]) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, flat)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        flat[prefix] = float(value)
 
 
 def flatten_result(result: dict[str, Any]) -> dict[str, float]:
-    """Nested evaluation result → ``{"cosine/t2a.R@1": …, "cosine/zs.top1": …, "gap": …}``."""
+    """Nested evaluation result → ``{"cosine/t2a.R@1": …, "cosine/zs.top1": …, "gap": …}``, plus
+    ``structure/knn.cosine.10``, ``leak/cosine/seen.top1``, ``probe/unseen.top5``,
+    ``ml/cosine/fr/t2a.mAP@10``, ``ml/cosine/mean/t2a.R@1`` and ``ml/cosine/mrv.t2a`` when present."""
     short = {"text_to_audio": "t2a", "audio_to_text": "a2t", "zeroshot": "zs"}
     flat: dict[str, float] = {"gap": float(result["modality_gap"]), "n_clips": float(result["n_clips"])}
     for mode, entry in result["modes"].items():
@@ -223,7 +356,21 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
                     flat[f"{mode}/{short[part]}.{key}"] = float(value)
-    return flat
+    if "structure" in result:
+        _flatten("structure/", {k: v for k, v in result["structure"].items() if k != "n"}, flat)
+    for mode, split in result.get("leakage", {}).items():
+        _flatten(f"leak/{mode}/", split, flat)
+    if result.get("probe"):
+        _flatten("probe/", result["probe"], flat)
+    for mode, entry in result.get("multilingual", {}).items():
+        for lang, values in entry["languages"].items():
+            for part, metrics in values.items():
+                _flatten(f"ml/{mode}/{lang}/{short[part]}", metrics, flat)
+        for part, metrics in entry["mean"].items():
+            _flatten(f"ml/{mode}/mean/{short[part]}", metrics, flat)
+        for part, value in entry.get("mrv", {}).items():
+            flat[f"ml/{mode}/mrv.{short[part]}"] = float(value)
+    return {k.replace("/.", "/"): v for k, v in flat.items()}
 
 
 def load_result(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -256,7 +403,13 @@ def run_one(base: dict[str, Any], setting: Setting, seed: int, run_dir: Path, ov
     best_info = json.loads((out / "best" / "metrics.json").read_text(encoding="utf-8"))
     model = load_model(str(out / "best"))
     began = time.time()
-    result = evaluate_cached(model, eval_clips(config, setting), config)
+    data = prepare_data(config)
+    seen_terms = classes_in_captions(training_captions(data, config.languages))
+    seen = set(seen_terms)
+    test_clips = eval_clips(config, setting)
+    result = evaluate_cached(model, test_clips, config, seen=seen)
+    result["probe"] = probe_baseline(model, config, data, test_clips, seen)
+    result["seen_classes"] = seen_terms
     eval_s = time.time() - began
     record = {
         "setting": setting.name, "label": setting.label, "group": setting.group, "family": setting.family,
@@ -369,7 +522,7 @@ def render(suite: str, payload: dict[str, Any]) -> str:
         parts += [f"**Incomplete:** {len(payload['missing'])} run(s) not finished and left out: "
                   + ", ".join(payload["missing"]), ""]
     head = ["setting", "scoring"] + [c for c, _ in COLUMNS]
-    if suite in ("main", "eps", "tune"):
+    if suite in ("main", "eps", "tune", "analysis"):
         rows = []
         for name, a in agg.items():
             for mode in EVAL_MODES:
@@ -392,6 +545,10 @@ def render(suite: str, payload: dict[str, Any]) -> str:
                 for n, a in agg.items() if a.get("family")]
         parts += ["", "Partial-OT mass s chosen per noise level on validation t2a mAP@10:", "",
                   _table(["noise", "candidate", "val t2a mAP@10", "seeds", "chosen"], cand)]
+    if suite == "analysis":
+        parts += ["", render_structure(payload), "", render_leakage(payload)]
+    elif suite == "multilingual":
+        parts.append(render_multilingual(payload))
     elif suite in ("lopo", "levers"):
         summary = payload["summary"]
         for mode in EVAL_MODES:
@@ -411,6 +568,117 @@ def render(suite: str, payload: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+STRUCTURE_PAIRS = (("structure/knn.cosine.10", "k-NN overlap (k=10)"), ("structure/cka", "linear CKA"))
+OUTCOMES = (("cosine/t2a.mAP@10", "T→A mAP@10"), ("cosine/a2t.mAP@10", "A→T mAP@10"),
+            ("cosine/zs.top1", "ZS top-1"), ("cosine/zs.top5", "ZS top-5"))
+
+
+def correlations(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Spearman rank correlation over runs between each structure measure and each outcome
+    (runs with held-out classes, a different data condition, are left out)."""
+    from scipy.stats import spearmanr
+
+    records = [r for r in records if not r.get("overrides", {}).get("exclude_classes")]
+    out = []
+    for x_key, x_label in STRUCTURE_PAIRS:
+        for y_key, y_label in OUTCOMES:
+            pairs = [(r["metrics"][x_key], r["metrics"][y_key]) for r in records
+                     if x_key in r["metrics"] and y_key in r["metrics"]]
+            if len(pairs) < 3:
+                continue
+            xs, ys = [a for a, _ in pairs], [b for _, b in pairs]
+            if len(set(xs)) < 2 or len(set(ys)) < 2:  # a constant side: ρ is undefined
+                rho, pval = float("nan"), float("nan")
+            else:
+                rho, pval = spearmanr(xs, ys)
+            out.append({"x": x_label, "y": y_label, "rho": float(rho), "p": float(pval), "n": len(pairs)})
+    return out
+
+
+def render_structure(payload: dict[str, Any]) -> str:
+    """The structure table (k-NN overlap per k, CKA, beside retrieval and zero-shot) and the
+    correlations over runs."""
+    agg = payload["aggregates"]
+    ks = [str(k) for k in STRUCTURE_KS]
+    head = (["method"] + [f"k-NN cos k={k}" for k in ks] + ["k-NN metric k=10", "CKA", "T→A mAP@10", "A→T mAP@10",
+                                                            "ZS top-1", "ZS top-5"])
+    rows = []
+    for a in agg.values():
+        m = a["metrics"]
+        rows.append([a["label"]] + [fmt(m.get(f"structure/knn.cosine.{k}")) for k in ks]
+                    + [fmt(m.get("structure/knn.metric.10")), fmt(m.get("structure/cka"))]
+                    + [fmt(m.get(k)) for k, _ in OUTCOMES])
+    first = next(iter(agg.values()))["metrics"]
+    rows.append(["chance (random k-NN sets)"] + [fmt(first.get(f"structure/chance.{k}")) for k in ks]
+                + [fmt(first.get("structure/chance.10")), "", "", "", "", ""])
+    lines = ["### Structure of the joint space", "",
+             "k-NN graph similarity of paired spaces: for each test clip, the Jaccard overlap of its k nearest "
+             "clips in the audio space and of its k nearest in the caption space (mean of its captions' "
+             "embeddings); cosine (on unit vectors the Euclidean neighbours are the same) and the model's ground "
+             "metric (= Euclidean unless Mahalanobis); linear CKA of the two spaces. Cosine scoring for the outcomes.",
+             "", _table(head, rows), "",
+             f"Spearman rank correlation over the runs (methods × seeds; runs with held-out classes left out):", ""]
+    corr = payload.get("correlations", [])
+    lines.append(_table(["structure", "outcome", "Spearman ρ", "p", "runs"],
+                        [[c["x"], c["y"], f"{c['rho']:+.2f}", f"{c['p']:.3f}", str(c["n"])] for c in corr]))
+    return "\n".join(lines)
+
+
+def render_leakage(payload: dict[str, Any]) -> str:
+    """Zero-shot split by classes named in the training captions, beside the linear probe."""
+    agg = payload["aggregates"]
+    first = next(iter(agg.values()))["metrics"]
+    head = ["method", "scoring", "seen top-1", "seen top-5", "unseen top-1", "unseen top-5", "all top-1"]
+    rows = []
+    for a in agg.values():
+        m = a["metrics"]
+        for mode in EVAL_MODES:
+            rows.append([a["label"], mode] + [fmt(m.get(f"leak/{mode}/{g}.{k}")) for g, k in
+                                              (("seen", "top1"), ("seen", "top5"), ("unseen", "top1"),
+                                               ("unseen", "top5"), ("all", "top1"))])
+    rows.append(["linear probe on frozen audio-backbone features (no text)", "–"]
+                + [fmt(first.get(f"probe/{g}.{k}")) for g, k in (("seen", "top1"), ("seen", "top5"), ("unseen", "top1"),
+                                                                 ("unseen", "top5"), ("all", "top1"))])
+    n_seen, n_unseen = first.get("leak/cosine/seen.n", [0])[0], first.get("leak/cosine/unseen.n", [0])[0]
+    c_seen, c_unseen = first.get("leak/cosine/seen.n_classes", [0])[0], first.get("leak/cosine/unseen.n_classes", [0])[0]
+    seen = payload.get("seen_classes", {})
+    lines = ["### Zero-shot leakage", "",
+             f"50-way ESC-50 zero-shot on the labelled test clips, split by whether the clip's class (or a synonym, "
+             f"`atr_demo.leakage.ESC50_SYNONYMS`) occurs in the training captions: seen {n_seen:.0f} clips of "
+             f"{c_seen:.0f} classes, unseen {n_unseen:.0f} clips of {c_unseen:.0f} classes. The probe is a "
+             f"multinomial logistic regression on the frozen audio-backbone features of the "
+             f"{first.get('probe/train_clips', [0])[0]:.0f} labelled training clips "
+             f"({first.get('probe/train_classes', [0])[0]:.0f} classes); it cannot predict a class with no training clip.",
+             "", _table(head, rows), "",
+             f"{len(seen)} of 50 ESC-50 classes are named in the training captions: "
+             + "; ".join(f"{c} ({', '.join(t)})" for c, t in sorted(seen.items()))]
+    return "\n".join(lines)
+
+
+def render_multilingual(payload: dict[str, Any]) -> str:
+    """Per method: fold-mean (then mean ± std over seeds) of the mean over languages, English,
+    and MRV; then T→A mAP@10 per language."""
+    summary = payload["summary"]
+    languages = payload["base"].get("languages", [])
+    lines = []
+    for mode in EVAL_MODES:
+        head = ["method", "T→A R@1", "T→A R@5", "T→A mAP@10", "A→T R@1", "A→T mAP@10", "English T→A mAP@10",
+                "MRV T→A", "MRV A→T"]
+        rows = []
+        for label, sm in summary.items():
+            m = sm["metrics"]
+            rows.append([label] + [fmt(m.get(f"ml/{mode}/mean/{k}")) for k in
+                                   ("t2a.R@1", "t2a.R@5", "t2a.mAP@10", "a2t.R@1", "a2t.mAP@10")]
+                        + [fmt(m.get(f"ml/{mode}/en/t2a.mAP@10")), fmt(m.get(f"ml/{mode}/mrv.t2a"), 2),
+                           fmt(m.get(f"ml/{mode}/mrv.a2t"), 2)])
+        lines += [f"Mean over the {len(languages)} languages ({mode} scoring); MRV = mean rank variance of the "
+                  "correct item across languages (lower is more consistent):", "", _table(head, rows), ""]
+    rows = [[label] + [fmt(sm["metrics"].get(f"ml/cosine/{lang}/t2a.mAP@10")) for lang in languages]
+            for label, sm in summary.items()]
+    lines += ["T→A mAP@10 per language (cosine scoring):", "", _table(["method"] + languages, rows)]
+    return "\n".join(lines)
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 EVAL_NOTES = {
@@ -422,6 +690,11 @@ EVAL_NOTES = {
     "tune": "VALIDATION split (used to choose the base config; never the test split).",
 }
 EVAL_NOTES["levers"] = EVAL_NOTES["lopo"]
+EVAL_NOTES["analysis"] = EVAL_NOTES["main"]
+EVAL_NOTES["multilingual"] = (f"multilingual split (Tux Paint descriptions and their translations), {ML_FOLDS}-fold "
+                              "cross-validation by recording group: each fold tests its clips once, the next fold "
+                              "selects the epoch; per seed the metrics are averaged over folds. Every caption in a "
+                              "language is a query against the fold's test clips.")
 
 
 def run_suite(
@@ -476,9 +749,12 @@ def run_suite(
     }
     if suite == "noise":
         payload["chosen"] = choose_on_validation(agg)
-    if suite in ("lopo", "levers"):
+    if suite in ("lopo", "levers", "multilingual"):
         keys = sorted({k for r in records for k in r["metrics"]})
         payload["summary"] = lopo_summary(records, keys)
+    if suite == "analysis":
+        payload["correlations"] = correlations(records)
+        payload["seen_classes"] = next((r["result"].get("seen_classes", {}) for r in records if "result" in r), {})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{suite}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     markdown = render(suite, payload)

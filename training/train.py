@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -51,9 +52,12 @@ from training.datasets import (
     Clip,
     caption_groups,
     caption_key,
+    cv_split,
+    drop_classes,
     filter_packages,
     group_batches,
     inject_caption_noise,
+    language_captions,
     load_clip_audio,
     load_dataset,
     make_mixtures,
@@ -91,6 +95,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     clips: list[Clip] = []
     for spec in config.data:
         clips += load_dataset(spec, config.data_format)
+    clips = select_clips(clips, config)
     all_train = split_clips(clips, "train")
     kept = filter_packages(clips, config.only_packages, config.exclude_packages)
     if len(kept) < len(clips):
@@ -102,12 +107,45 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     if config.use_cached_features and config.mixtures:
         pool = filter_packages(make_mixtures(all_train, config.mixtures, seed=config.mixture_seed),
                                config.only_packages, config.exclude_packages)
+    validation = split_clips(kept, "validation")
+    if config.exclude_classes:
+        sizes = (len(train), len(pool), len(validation))
+        train, pool, validation = (drop_classes(part, config.exclude_classes) for part in (train, pool, validation))
+        logger.info("exclude_classes: kept %d/%d training clips, %d/%d mixtures, %d/%d validation clips",
+                    len(train), sizes[0], len(pool), sizes[1], len(validation), sizes[2])
+        if not train:
+            raise ConfigError(f"exclude_classes {config.exclude_classes} leaves no training clip")
     noisy: list[int] = []
     if config.noise_fraction > 0:
         shuffled, noisy = inject_caption_noise(train + pool, config.noise_fraction, config.seed)
         train, pool = shuffled[: len(train)], shuffled[len(train) :]
-    return PreparedData(train=train, validation=split_clips(kept, "validation"), test=split_clips(kept, "test"),
+    return PreparedData(train=train, validation=validation, test=split_clips(kept, "test"),
                         mixture_pool=pool, noisy=noisy)
+
+
+def select_clips(clips: Sequence[Clip], config: TrainConfig) -> list[Clip]:
+    """The clips a run uses: those with every caption language, then the cross-validation split."""
+    out = with_languages(clips, config.languages) if config.languages else list(clips)
+    return cv_split(out, config.cv_folds, config.cv_fold) if config.cv_folds else out
+
+
+def with_languages(clips: Sequence[Clip], languages: Sequence[str]) -> list[Clip]:
+    """The clips that have captions in every one of ``languages`` (the others are logged)."""
+    kept = [c for c in clips if all(language_captions(c, lang) for lang in languages)]
+    if not kept:
+        raise ConfigError(f"no clip has captions in all of {list(languages)}: check the manifest's caption_<lang> columns")
+    if len(kept) < len(clips):
+        missing = {lang: sum(1 for c in clips if not language_captions(c, lang)) for lang in languages}
+        logger.warning("languages %s: %d of %d clips kept (clips lacking each language: %s)", list(languages),
+                       len(kept), len(clips), ", ".join(f"{k} {v}" for k, v in missing.items() if v))
+    return kept
+
+
+def clip_captions(clip: Clip, languages: Sequence[str]) -> list[str]:
+    """Every caption of a clip: ``clip.captions``, or those of all ``languages`` in order."""
+    if not languages:
+        return list(clip.captions)
+    return [t for lang in languages for t in language_captions(clip, lang)]
 
 
 def epoch_rng(seed: int, epoch: int, purpose: str) -> random.Random:
@@ -132,7 +170,7 @@ class FeatureSource:
                                        config.max_duration_s, progress=config.progress)
             self.audio_table = feats.to(device)
             self.audio_rows = {clips[i].clip_id: row for row, i in enumerate(ok)}
-            texts = sorted({t for c in clips for t in c.captions})
+            texts = sorted({t for c in clips for t in clip_captions(c, config.languages)})
             self.text_table = text_features(model, texts, config.features_cache, progress=config.progress).to(device)
             self.text_rows = {t: i for i, t in enumerate(texts)}
 
@@ -181,6 +219,12 @@ def make_loss(config: TrainConfig) -> nn.Module:
         return build_loss("mltm_partial", eps=config.eps, mass=config.mass)
     if config.loss == "triplet":
         return build_loss("triplet", margin=config.margin)
+    if config.loss == "softlabel":
+        return build_loss("softlabel", target_temperature=config.target_temperature)
+    if config.loss in ("kcl", "cacl"):
+        return build_loss(config.loss, base="infonce")
+    if config.loss in ("kcl_mltm", "cacl_mltm"):
+        return build_loss(config.loss.removesuffix("_mltm"), base="mltm", eps=config.eps)
     return build_loss("infonce")
 
 
@@ -334,8 +378,10 @@ def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{short[d]}_{k}": v for d, vals in metrics.items() for k, v in vals.items()}
 
 
-def validate(model: ATRModel, source: FeatureSource, clips: Sequence[Clip], batch_size: int) -> dict[str, float]:
-    """Cosine-scored retrieval metrics on ``clips`` (every caption a query; Clotho protocol)."""
+def validate(model: ATRModel, source: FeatureSource, clips: Sequence[Clip], batch_size: int,
+             languages: Sequence[str] = ()) -> dict[str, float]:
+    """Cosine-scored retrieval metrics on ``clips`` (every caption a query; Clotho protocol);
+    with ``languages``, the captions of every language are queries."""
     if len(clips) < 2:
         return {}
     was_training = model.training
@@ -345,9 +391,10 @@ def validate(model: ATRModel, source: FeatureSource, clips: Sequence[Clip], batc
         for start in range(0, len(clips), batch_size):
             chunk = clips[start : start + batch_size]
             audio.append(model.project_audio(source.audio(chunk).float()).float().cpu())
-            caps = [t for c in chunk for t in c.captions]
+            per_clip = [clip_captions(c, languages) for c in chunk]
+            caps = [t for cs in per_clip for t in cs]
             text.append(model.project_text(source.text(caps).float()).float().cpu())
-            text_to_audio += [start + j for j, c in enumerate(chunk) for _ in c.captions]
+            text_to_audio += [start + j for j, cs in enumerate(per_clip) for _ in cs]
     model.train(was_training)
     a, t = torch.cat(audio), torch.cat(text)
     return flat_metrics(retrieval_metrics(t @ a.T, torch.tensor(text_to_audio)))
@@ -358,13 +405,53 @@ def validate(model: ATRModel, source: FeatureSource, clips: Sequence[Clip], batc
 def epoch_batches(clips: Sequence[Clip], config: TrainConfig, epoch: int) -> list[tuple[list[Clip], list[str]]]:
     """This epoch's batches: (clips, one chosen caption each), a function of (seed, epoch)."""
     rng = epoch_rng(config.seed, epoch, "batches")
-    captions = [rng.choice(c.captions) for c in clips]
+    anchor = config.languages[0] if config.languages else None
+    captions = [rng.choice(language_captions(c, anchor) if anchor else c.captions) for c in clips]
     if config.batching == "group":
-        keys = [{"grp:" + c.group, caption_key(t)} for c, t in zip(clips, captions)]
+        keys = [{"grp:" + c.group, caption_key(t)} | language_keys(c, config.languages) for c, t in zip(clips, captions)]
     else:
         keys = [{f"item:{i}"} for i in range(len(clips))]
     batches = group_batches(keys, config.batch_size, rng)
     return [([clips[i] for i in b], [captions[i] for i in b]) for b in batches]
+
+
+def language_keys(clip: Clip, languages: Sequence[str]) -> set[str]:
+    """Batch keys of a clip's captions in every language (case-folded, whitespace-collapsed;
+    Unicode-aware, unlike :func:`caption_key`), so that two clips sharing a caption in any
+    language ("A duck." / "A drake." are both "Un canard.") never share a batch."""
+    return {f"cap:{lang}:" + " ".join(t.casefold().split()) for lang in languages for t in language_captions(clip, lang)}
+
+
+def language_batch(clips: Sequence[Clip], config: TrainConfig, rng: random.Random, cacl: bool) -> list[list[str]]:
+    """The other-language captions of a batch (the anchor language's come from the batch itself).
+
+    KCL: one caption per item in each of ``languages[1:]`` → K − 1 lists. CACL: one list, each
+    item's caption in a language drawn uniformly from ``languages[1:]`` per item.
+    """
+    others = config.languages[1:]
+    if cacl:
+        return [[rng.choice(language_captions(c, rng.choice(others))) for c in clips]]
+    return [[rng.choice(language_captions(c, lang)) for c in clips] for lang in others]
+
+
+def compute_loss(loss_fn: nn.Module, model: ATRModel, source: FeatureSource, config: TrainConfig,
+                 batch_clips: Sequence[Clip], captions: Sequence[str], group_ids: torch.Tensor | None,
+                 rng: random.Random, use_amp: bool, device: torch.device) -> torch.Tensor:
+    """One batch's loss under the call convention of ``loss_fn`` (see :mod:`atr_demo.losses`)."""
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        a = model.project_audio(source.audio(batch_clips))
+        text_feats = source.text(captions)
+        t = model.project_text(text_feats)
+        extra = []
+        if getattr(loss_fn, "multilingual", False):
+            extra = [model.project_text(source.text(caps))
+                     for caps in language_batch(batch_clips, config, rng, cacl=config.loss.startswith("cacl"))]
+    if extra:
+        return loss_fn(a.float(), torch.stack([t.float()] + [e.float() for e in extra]), model.metric, group_ids=group_ids)
+    if getattr(loss_fn, "needs_text_similarity", False):
+        unit = F.normalize(text_feats.detach().float(), dim=-1)
+        return loss_fn(a.float(), t.float(), model.metric, group_ids=group_ids, text_similarity=unit @ unit.T)
+    return loss_fn(a.float(), t.float(), model.metric, group_ids=group_ids)
 
 
 def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | None = None) -> Path:
@@ -441,17 +528,16 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
         losses = []
         batches = epoch_batches(clips, config, epoch)
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not config.progress, leave=False)
+        language_rng = epoch_rng(config.seed, epoch, "languages")
         for batch_clips, captions in bar:
             lr = lr_at(config, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                a = model.project_audio(source.audio(batch_clips))
-                t = model.project_text(source.text(captions))
             group_ids = None
             if config.batching == "ids":
                 group_ids = torch.tensor(caption_groups(captions, [c.group for c in batch_clips]), device=device)
-            loss = loss_fn(a.float(), t.float(), model.metric, group_ids=group_ids)
+            loss = compute_loss(loss_fn, model, source, config, batch_clips, captions, group_ids, language_rng,
+                                use_amp, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -461,7 +547,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         bar.close()
-        val = validate(model, source, val_clips, max(config.batch_size, 64))
+        val = validate(model, source, val_clips, max(config.batch_size, 64), config.languages)
         score = val.get(config.best_metric, -float(np.mean(losses)) if losses else -math.inf)
         if config.best_metric not in val and val:
             raise ConfigError(f"best_metric {config.best_metric!r} is not a validation key; use one of {sorted(val)}")
