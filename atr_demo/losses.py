@@ -292,13 +292,23 @@ def _check_texts(audio: Tensor, texts: Tensor | Sequence[Tensor], k_min: int) ->
     return stacked
 
 
-def _pairwise_base(base: str, base_kwargs: dict[str, Any]) -> nn.Module:
-    if base not in ("infonce", "mltm"):
-        raise ValueError(f"base must be 'infonce' or 'mltm', got {base!r}")
-    return LOSSES[base](**base_kwargs)
+class _MultilingualLoss(nn.Module):
+    """Shared part of the multilingual losses: the pairwise ``base`` loss they sum."""
+
+    multilingual = True
+
+    def __init__(self, base: str = "infonce", **base_kwargs: Any) -> None:
+        super().__init__()
+        if base not in ("infonce", "mltm"):
+            raise ValueError(f"base must be 'infonce' or 'mltm', got {base!r}")
+        self.base_name = base
+        self.base = LOSSES[base](**base_kwargs)
+
+    def extra_repr(self) -> str:
+        return f"base={self.base_name}"
 
 
-class KCLLoss(nn.Module):
+class KCLLoss(_MultilingualLoss):
     r"""KCL, 1-to-K contrastive learning (ATRI): every audio with its captions in all K languages.
 
     .. math::
@@ -312,16 +322,6 @@ class KCLLoss(nn.Module):
     Called as ``loss(audio (b, d), texts (K, b, d), metric, group_ids=None)``.
     """
 
-    multilingual = True
-
-    def __init__(self, base: str = "infonce", **base_kwargs: Any) -> None:
-        super().__init__()
-        self.base_name = base
-        self.base = _pairwise_base(base, base_kwargs)
-
-    def extra_repr(self) -> str:
-        return f"base={self.base_name}"
-
     def forward(self, audio: Tensor, texts: Tensor | Sequence[Tensor], metric: MahalanobisMetric | None = None,
                 group_ids: Tensor | None = None) -> Tensor:
         stacked = _check_texts(audio, texts, 1)
@@ -329,7 +329,7 @@ class KCLLoss(nn.Module):
         return torch.stack(terms).mean()
 
 
-class CACLLoss(nn.Module):
+class CACLLoss(_MultilingualLoss):
     r"""CACL, co-anchor contrastive learning (ATRI): audio, English caption, one other language.
 
     Each item i contributes the triplet (x_i, y_i^{en}, y_i^{o}) where :math:`y^{o}_i` is its
@@ -345,16 +345,6 @@ class CACLLoss(nn.Module):
     Called as ``loss(audio (b, d), texts (2, b, d), metric, group_ids=None)`` with
     ``texts[0]`` the English and ``texts[1]`` the other-language captions.
     """
-
-    multilingual = True
-
-    def __init__(self, base: str = "infonce", **base_kwargs: Any) -> None:
-        super().__init__()
-        self.base_name = base
-        self.base = _pairwise_base(base, base_kwargs)
-
-    def extra_repr(self) -> str:
-        return f"base={self.base_name}"
 
     def forward(self, audio: Tensor, texts: Tensor | Sequence[Tensor], metric: MahalanobisMetric | None = None,
                 group_ids: Tensor | None = None) -> Tensor:

@@ -249,6 +249,20 @@ def linear_cka(a: Tensor, b: Tensor) -> float:
     return float(min(1.0, max(0.0, float(cross / (norm_a * norm_b)))))
 
 
+def owner_means(rows: Tensor, owner: Tensor, n: int) -> Tensor:
+    """(n, d) unit rows: the L2-normalised mean of the rows (m, d) that belong to each of n owners.
+
+    ``owner`` (m,) maps row j to its owner in ``[0, n)`` — e.g. caption j to its clip, so that a
+    clip's text side is normalize(mean of its captions' embeddings). An owner without rows gets
+    a zero row.
+    """
+    if rows.dim() != 2 or tuple(owner.shape) != (rows.shape[0],):
+        raise ConfigError(f"rows must be (m, d) and owner (m,), got {tuple(rows.shape)} and {tuple(owner.shape)}")
+    sums = torch.zeros(n, rows.shape[1], dtype=rows.dtype).index_add_(0, owner.long(), rows)
+    counts = torch.bincount(owner.long(), minlength=n).clamp_min(1).unsqueeze(1).to(rows.dtype)
+    return torch.nn.functional.normalize(sums / counts, dim=-1)
+
+
 def structure_report(
     a: Tensor,
     b: Tensor,

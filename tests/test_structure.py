@@ -216,3 +216,12 @@ def test_plot_knn_overlap() -> None:
     assert list(chance.get_ydata()) == [chance_knn_overlap(30, k) for k in (1, 5, 10)]
     assert ax.get_title() == "test plot"
     assert len(plot_knn_overlap(reports["same"]).axes[0].lines) == 3  # a single report, no label
+
+
+def test_owner_means_normalises_the_mean_of_each_owners_rows() -> None:
+    from atr_demo.structure import owner_means
+
+    rows = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 4.0]])
+    out = owner_means(rows, torch.tensor([0, 0, 1]), 3)
+    assert torch.allclose(out[0], torch.tensor([2 ** -0.5, 2 ** -0.5]))
+    assert torch.allclose(out[1], torch.tensor([0.6, 0.8])) and torch.equal(out[2], torch.zeros(2))

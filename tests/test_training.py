@@ -162,3 +162,21 @@ def test_train_cli_bad_config_returns_1(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: x\nbogus: 1\n")
     assert train_mod.main(["--config", str(cfg)]) == 1
+
+
+def test_evaluate_leakage_report_splits_seen_and_unseen(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = train(_config(corpus, tmp_path / "run", epochs=1))
+    argv = ["--model", str(out / "best"), "--data", str(corpus), "--train-data", str(corpus), "--modes", "cosine"]
+    assert evaluate_mod.main(argv + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    leak = result["leakage"]
+    # training captions name dog and rain; the labelled test clips are cow and siren (never named)
+    assert {"dog", "rain"} <= set(leak["seen_classes"]) and not {"cow", "siren"} & set(leak["seen_classes"])
+    z = leak["zeroshot"]["cosine"]
+    assert z["unseen"]["n"] == 2 and z["seen"]["n"] == 0 and z["all"]["top5"] == z["unseen"]["top5"]
+    probe = leak["probe"]
+    assert probe["train_clips"] == 2 and probe["train_classes"] == 2
+    assert probe["unseen"]["top1"] == 0.0  # a probe cannot name a class it has no training clip of
+    assert evaluate_mod.main(argv) == 0
+    assert "| linear probe (audio backbone) |" in capsys.readouterr().out
+    assert evaluate_mod.main(argv + ["--train-split", "nonsense"]) == 1

@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.model import ATRModel, load_model
-from atr_demo.structure import DISTANCES, plot_knn_overlap, structure_report
+from atr_demo.structure import DISTANCES, owner_means, plot_knn_overlap, structure_report
 
-from training.datasets import Clip, filter_packages, load_dataset, split_clips
-from training.evaluate import embed_clips
+from training.datasets import Clip
+from training.evaluate import embed_clips, load_eval_clips
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +53,7 @@ def caption_means(model: ATRModel, clips: Sequence[Clip]) -> torch.Tensor:
     """(n_clips, d) unit rows: normalize(mean of the joint-space embeddings of each clip's captions)."""
     captions = [t for c in clips for t in c.captions]
     owner = torch.tensor([i for i, c in enumerate(clips) for _ in c.captions], dtype=torch.long)
-    text = model.embed_texts(captions).float()
-    sums = torch.zeros(len(clips), text.shape[1]).index_add_(0, owner, text)
-    counts = torch.bincount(owner, minlength=len(clips)).clamp_min(1).unsqueeze(1)
-    return F.normalize(sums / counts, dim=-1)
+    return owner_means(model.embed_texts(captions).float(), owner, len(clips))
 
 
 def embed_spaces(model: ATRModel, clips: Sequence[Clip], batch_size: int = 16, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,15 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         distances = _parse_distances(args.distances)
-        clips: list[Clip] = []
-        for spec in args.data:
-            clips += load_dataset(spec)
-        if args.split != "all":
-            clips = split_clips(clips, args.split)
-        if args.packages:
-            clips = filter_packages(clips, only=[p for p in args.packages.split(",") if p])
-        if not clips:
-            raise ConfigError(f"no clips in split {args.split!r} of {', '.join(args.data)}")
+        clips = load_eval_clips(args.data, args.split, args.packages)
         ks = usable_ks(args.ks, len(clips))  # before loading models: fail fast
         model = load_model(args.model, args.revision)
         compare = load_model(args.compare) if args.compare else None

@@ -10,6 +10,11 @@ For each scoring mode (cosine, metric, transport):
 
 plus the modality gap ‖mean f(x) − mean g(y)‖₂. Prints a Markdown table; writes JSON.
 
+With ``--train-data D`` (the data the model was trained on) it adds the leakage report: the
+ESC-50 classes its training captions name (``atr_demo.leakage`` synonyms), zero-shot accuracy on
+clips of those classes ("seen") and of the others ("unseen"), and a backbone-only reference, a
+linear probe on the frozen audio-backbone features of D's labelled training clips.
+
 With ``--languages en,fr,de`` (multilingual data: manifest columns ``caption_<lang>``) it also
 reports, per language, text→audio and audio→text R@1/5/10 and mAP@10 with the clip's first
 caption in that language as the only caption, and the cross-language consistency: the mean rank
@@ -41,6 +46,7 @@ from atr_demo.evaluation import (
 )
 from atr_demo.model import ATRModel, load_model
 from atr_demo.retrieval import MODES, score_matrix
+from atr_demo.leakage import classes_in_captions, fit_linear_probe, split_accuracy
 from atr_demo.zeroshot import ESC50_CLASSES, classify, embed_labels
 
 from training.datasets import Clip, filter_packages, language_captions, load_clip_audio, load_dataset, split_clips
@@ -48,15 +54,39 @@ from training.datasets import Clip, filter_packages, language_captions, load_cli
 logger = logging.getLogger(__name__)
 
 
-def embed_clips(model: ATRModel, clips: Sequence[Clip], batch_size: int = 16, progress: bool = True) -> torch.Tensor:
-    """Joint-space embeddings (n, d) of clips (segments and mixtures handled), in inference mode."""
+def _batched_audio(model: ATRModel, clips: Sequence[Clip], batch_size: int, progress: bool, backbone_only: bool) -> torch.Tensor:
     model.eval()
+    encode = model.audio_features if backbone_only else model.encode_audio
     out = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(clips), batch_size), desc="embedding audio", unit="batch", disable=not progress):
+        desc = "backbone features" if backbone_only else "embedding audio"
+        for start in tqdm(range(0, len(clips), batch_size), desc=desc, unit="batch", disable=not progress):
             waves = [load_clip_audio(c, model.sample_rate, model.config.max_duration_s) for c in clips[start : start + batch_size]]
-            out.append(model.encode_audio(waves).float().cpu())
+            out.append(encode(waves).float().cpu())
     return torch.cat(out) if out else torch.empty(0, model.config.embed_dim)
+
+
+def embed_clips(model: ATRModel, clips: Sequence[Clip], batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+    """Joint-space embeddings (n, d) of clips (segments and mixtures handled), in inference mode."""
+    return _batched_audio(model, clips, batch_size, progress, backbone_only=False)
+
+
+def backbone_features(model: ATRModel, clips: Sequence[Clip], batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+    """Frozen audio-backbone features (n, D_audio) of clips (before the projection head)."""
+    return _batched_audio(model, clips, batch_size, progress, backbone_only=True)
+
+
+def load_eval_clips(data: Sequence[str], split: str, packages: str | None = None) -> list[Clip]:
+    """The clips of ``data`` (dataset paths) in ``split`` (``all``: every split), optionally only
+    those of the comma-separated corpus ``packages``; an empty result is an error."""
+    clips: list[Clip] = [c for spec in data for c in load_dataset(spec)]
+    if split != "all":
+        clips = split_clips(clips, split)
+    if packages:
+        clips = filter_packages(clips, only=[p for p in packages.split(",") if p])
+    if not clips:
+        raise ConfigError(f"no clips in split {split!r} of {', '.join(data)}")
+    return clips
 
 
 def _directional_scores(model: ATRModel, text: torch.Tensor, audio: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,6 +214,79 @@ def languages_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def zeroshot_leakage(model: ATRModel, clips: Sequence[Clip], audio: torch.Tensor, label_set: Any,
+                     seen: set[str], modes: Sequence[str]) -> dict[str, Any]:
+    """Per mode, 50-way zero-shot accuracy of the ESC-50-labelled clips split by whether their
+    class is in ``seen`` — the classes the training captions name
+    (:func:`atr_demo.leakage.split_accuracy`). ``audio``: (len(clips), d) embeddings."""
+    idx = [i for i, c in enumerate(clips) if c.esc50 in ESC50_CLASSES]
+    labels = torch.tensor([ESC50_CLASSES.index(str(clips[i].esc50)) for i in idx])
+    out: dict[str, Any] = {}
+    for mode in modes:
+        probs = classify(model, audio[torch.tensor(idx)], label_set, mode=mode)
+        out[mode] = split_accuracy(probs, labels, ESC50_CLASSES, seen)
+    return out
+
+
+def probe_report(train_features: torch.Tensor, train_labels: Sequence[str], test_features: torch.Tensor,
+                 test_labels: Sequence[str], seen: set[str], seed: int = 0) -> dict[str, Any] | None:
+    """Backbone-only reference for zero-shot: a linear probe (multinomial logistic regression,
+    :func:`atr_demo.leakage.fit_linear_probe`) on frozen audio-backbone features (n, D) of
+    ESC-50-labelled training clips, scored 50-way on the test clips' features, split by ``seen``
+    like :func:`zeroshot_leakage`. It uses labels the zero-shot model never sees, so it bounds
+    what the audio backbone alone separates. ``None`` when there is no test clip or fewer than
+    two training classes."""
+    if not len(test_labels) or len(set(train_labels)) < 2:
+        return None
+    index = {c: i for i, c in enumerate(ESC50_CLASSES)}
+    probe = fit_linear_probe(train_features.float(), torch.tensor([index[c] for c in train_labels]),
+                             len(ESC50_CLASSES), seed=seed)
+    out: dict[str, Any] = split_accuracy(probe.scores(test_features.float()), torch.tensor([index[c] for c in test_labels]),
+                                         ESC50_CLASSES, seen)
+    out["train_clips"] = len(train_labels)
+    out["train_classes"] = len(set(train_labels))
+    return out
+
+
+def leakage_section(model: ATRModel, clips: Sequence[Clip], train_clips: Sequence[Clip], modes: Sequence[str],
+                    batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
+    """The leakage report of ``evaluate --train-data``: the classes the training captions name
+    (with the matched terms), zero-shot split into seen / unseen classes, and the probe."""
+    seen_terms = classes_in_captions([t for c in train_clips for t in c.captions])
+    seen = set(seen_terms)
+    labelled = [c for c in clips if c.esc50 in ESC50_CLASSES]
+    out: dict[str, Any] = {"seen_classes": seen_terms}
+    if not labelled:
+        return out
+    audio = embed_clips(model, labelled, batch_size, progress)
+    label_set = embed_labels(model, list(ESC50_CLASSES))
+    out["zeroshot"] = zeroshot_leakage(model, labelled, audio, label_set, seen, modes)
+    train_labelled = [c for c in train_clips if c.esc50 in ESC50_CLASSES]
+    if len({c.esc50 for c in train_labelled}) >= 2:
+        out["probe"] = probe_report(backbone_features(model, train_labelled, batch_size, progress),
+                                    [str(c.esc50) for c in train_labelled],
+                                    backbone_features(model, labelled, batch_size, progress),
+                                    [str(c.esc50) for c in labelled], seen)
+    return out
+
+
+def leakage_table(section: dict[str, Any]) -> str:
+    """Markdown of :func:`leakage_section`."""
+    head = ["scoring", "seen top-1", "seen top-5", "unseen top-1", "unseen top-5", "seen clips", "unseen clips"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = list(section.get("zeroshot", {}).items())
+    if section.get("probe"):
+        rows.append(("linear probe (audio backbone)", section["probe"]))
+    for name, s in rows:
+        cells = [name] + [f"{s[g][k]:.3f}" for g, k in (("seen", "top1"), ("seen", "top5"), ("unseen", "top1"), ("unseen", "top5"))]
+        cells += [str(s["seen"]["n"]), str(s["unseen"]["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    seen = section.get("seen_classes", {})
+    lines.append("")
+    lines.append(f"Classes named in the training captions ({len(seen)}): " + ", ".join(sorted(seen)))
+    return "\n".join(lines)
+
+
 def _zeroshot(model: ATRModel, audio: torch.Tensor, labels: torch.Tensor, folds: list[int | None], label_set: Any, mode: str) -> dict[str, Any]:
     """Top-1/top-5 over all labelled clips; per fold (and the fold mean) when folds are known.
 
@@ -230,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packages", default=None,
                         help="comma-separated corpus packages to keep (e.g. the held-out package of a LOPO run)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated scoring modes")
+    parser.add_argument("--train-data", default=None, action="append",
+                        help="the model's training data (repeatable): adds the leakage report — zero-shot on classes "
+                             "named in its training captions vs the others, and a linear probe on backbone features")
+    parser.add_argument("--train-split", default="train", help="split of --train-data the model trained on (default train)")
     parser.add_argument("--languages", default=None,
                         help="comma-separated caption languages (e.g. en,fr,de): per-language metrics and MRV")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -241,13 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         bad = [m for m in modes if m not in MODES]
         if bad:
             raise ConfigError(f"unknown scoring mode(s) {bad}; choose from {MODES}")
-        clips: list[Clip] = []
-        for spec in args.data:
-            clips += load_dataset(spec)
-        if args.split != "all":
-            clips = split_clips(clips, args.split)
-        if args.packages:
-            clips = filter_packages(clips, only=[p for p in args.packages.split(",") if p])
+        clips = load_eval_clips(args.data, args.split, args.packages)
         languages = [lang for lang in (args.languages or "").split(",") if lang]
         if languages:
             clips = [c for c in clips if all(language_captions(c, lang) for lang in languages)]
@@ -259,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
             audio = embed_clips(model, clips, args.batch_size, progress=False)
             text_by_lang = {lang: model.embed_texts(first_captions(clips, lang)).float() for lang in languages}
             result["multilingual"] = evaluate_languages(model, audio, text_by_lang, modes)
+        if args.train_data:
+            train_clips = [c for spec in args.train_data for c in load_dataset(spec)]
+            if args.train_split != "all":
+                train_clips = split_clips(train_clips, args.train_split)
+            if not train_clips:
+                raise ConfigError(f"no {args.train_split} clips in --train-data {args.train_data}")
+            result["leakage"] = leakage_section(model, clips, train_clips, modes, args.batch_size, not args.json)
     except ATRError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
@@ -269,5 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2) if args.json else markdown_table(result)
     if "multilingual" in result and not args.json:
         text += "\n\nPer language:\n\n" + languages_table(result["multilingual"])
+    if "leakage" in result and not args.json:
+        text += "\n\nZero-shot leakage (ESC-50 classes named in the training captions = seen):\n\n" + leakage_table(result["leakage"])
     sys.stdout.write(text + "\n")
     return 0

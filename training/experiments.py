@@ -56,14 +56,14 @@ import numpy as np
 import torch
 
 from atr_demo.errors import ATRError, ConfigError
-from atr_demo.leakage import classes_in_captions, fit_linear_probe, split_accuracy
+from atr_demo.leakage import classes_in_captions
 from atr_demo.model import ATRModel, load_model
-from atr_demo.structure import chance_knn_overlap, structure_report
-from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, classify, embed_labels
+from atr_demo.structure import owner_means, structure_report
+from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, embed_labels
 
 from training.config import TrainConfig, apply_overrides, read_config_file
 from training.datasets import Clip, filter_packages, load_dataset, split_clips
-from training.evaluate import evaluate_embeddings, evaluate_languages, first_captions
+from training.evaluate import evaluate_embeddings, evaluate_languages, first_captions, probe_report, zeroshot_leakage
 from training.features import audio_features, text_features
 from training.train import PreparedData, clip_captions, prepare_data, select_clips, train
 
@@ -284,9 +284,7 @@ def evaluate_cached(model: ATRModel, clips: Sequence[Clip], config: TrainConfig,
     text = embed_text(captions)
     label_set = cached_label_set(model, config.features_cache) if any(c.esc50 in ESC50_CLASSES for c in clips) else None
     result = evaluate_embeddings(model, clips, audio, text, label_set, modes)
-    owner = torch.tensor([i for i, c in enumerate(clips) for _ in c.captions])
-    per_clip = torch.zeros_like(audio).index_add_(0, owner, text)
-    per_clip = torch.nn.functional.normalize(per_clip, dim=-1)
+    per_clip = owner_means(text, torch.tensor([i for i, c in enumerate(clips) for _ in c.captions]), len(clips))
     if len(clips) > min(STRUCTURE_KS):
         result["structure"] = structure_report(audio, per_clip, STRUCTURE_KS, ("cosine", "metric"), model.metric)
     if seen is not None and label_set is not None:
@@ -297,19 +295,6 @@ def evaluate_cached(model: ATRModel, clips: Sequence[Clip], config: TrainConfig,
     return result
 
 
-def zeroshot_leakage(model: ATRModel, clips: Sequence[Clip], audio: torch.Tensor, label_set: LabelSet,
-                     seen: set[str], modes: Sequence[str]) -> dict[str, Any]:
-    """Per mode, 50-way zero-shot accuracy of the ESC-50-labelled clips split by whether their
-    class is in ``seen`` (:func:`atr_demo.leakage.split_accuracy`)."""
-    idx = [i for i, c in enumerate(clips) if c.esc50 in ESC50_CLASSES]
-    labels = torch.tensor([ESC50_CLASSES.index(str(clips[i].esc50)) for i in idx])
-    out: dict[str, Any] = {}
-    for mode in modes:
-        probs = classify(model, audio[torch.tensor(idx)], label_set, mode=mode)
-        out[mode] = split_accuracy(probs, labels, ESC50_CLASSES, seen)
-    return out
-
-
 def training_captions(data: PreparedData, languages: Sequence[str]) -> list[str]:
     """Every caption the run trained on: its training clips' and its mixtures' (all languages)."""
     return [t for c in data.train + data.mixture_pool for t in clip_captions(c, languages)]
@@ -317,24 +302,14 @@ def training_captions(data: PreparedData, languages: Sequence[str]) -> list[str]
 
 def probe_baseline(model: ATRModel, config: TrainConfig, data: PreparedData, test_clips: Sequence[Clip],
                    seen: set[str]) -> dict[str, Any] | None:
-    """Backbone-only zero-shot reference: a linear probe (multinomial logistic regression) on the
-    frozen audio-backbone features of the run's ESC-50-labelled *training* clips, scored on the
-    labelled test clips, 50-way, split like the leakage report. ``None`` when either side has
-    no labelled clip or the training side has a single class."""
-    train_clips = [c for c in data.train if c.esc50 in ESC50_CLASSES]
-    test = [c for c in test_clips if c.esc50 in ESC50_CLASSES]
-    if not test or len({c.esc50 for c in train_clips}) < 2:
-        return None
-    feats = {}
-    for name, part in (("train", train_clips), ("test", test)):
-        f, ok = audio_features(model, part, config.features_cache, config.feature_batch_size,
-                               config.max_duration_s, progress=False)
-        feats[name] = (f.float().cpu(), torch.tensor([ESC50_CLASSES.index(str(part[i].esc50)) for i in ok]))
-    probe = fit_linear_probe(feats["train"][0], feats["train"][1], len(ESC50_CLASSES), seed=config.seed)
-    out = split_accuracy(probe.scores(feats["test"][0]), feats["test"][1], ESC50_CLASSES, seen)
-    out["train_clips"] = len(train_clips)
-    out["train_classes"] = len({c.esc50 for c in train_clips})
-    return out
+    """:func:`training.evaluate.probe_report` on the cached audio-backbone features of the run's
+    ESC-50-labelled training clips and of the labelled test clips."""
+    parts = []
+    for part in ([c for c in data.train if c.esc50 in ESC50_CLASSES], [c for c in test_clips if c.esc50 in ESC50_CLASSES]):
+        feats, ok = audio_features(model, part, config.features_cache, config.feature_batch_size,
+                                   config.max_duration_s, progress=False)
+        parts.append((feats.float().cpu(), [str(part[i].esc50) for i in ok]))
+    return probe_report(parts[0][0], parts[0][1], parts[1][0], parts[1][1], seen, seed=config.seed)
 
 
 def _flatten(prefix: str, value: Any, flat: dict[str, float]) -> None:
@@ -617,7 +592,7 @@ def render_structure(payload: dict[str, Any]) -> str:
              "embeddings); cosine (on unit vectors the Euclidean neighbours are the same) and the model's ground "
              "metric (= Euclidean unless Mahalanobis); linear CKA of the two spaces. Cosine scoring for the outcomes.",
              "", _table(head, rows), "",
-             f"Spearman rank correlation over the runs (methods × seeds; runs with held-out classes left out):", ""]
+             "Spearman rank correlation over the runs (methods × seeds; runs with held-out classes left out):", ""]
     corr = payload.get("correlations", [])
     lines.append(_table(["structure", "outcome", "Spearman ρ", "p", "runs"],
                         [[c["x"], c["y"], f"{c['rho']:+.2f}", f"{c['p']:.3f}", str(c["n"])] for c in corr]))
