@@ -98,8 +98,9 @@ def test_compare_same_model(corpus: Path, capsys: pytest.CaptureFixture[str]) ->
                                    "--ks", "1", "5", "--distances", "cosine,metric", "--json"])
     assert code == 0, err
     comparisons = json.loads(out)["comparisons"]
-    assert list(comparisons) == ["audio vs text", "audio A vs B", "text A vs B"]
+    assert list(comparisons) == ["audio vs text", "audio vs text (B)", "audio A vs B", "text A vs B"]
     assert set(comparisons["audio vs text"]["knn"]) == {"cosine", "metric"}
+    assert comparisons["audio vs text (B)"] == comparisons["audio vs text"]  # the same model twice
     for name in ("audio A vs B", "text A vs B"):
         assert set(comparisons[name]["knn"]) == {"cosine"}  # the metric lives in one model's space
         assert comparisons[name]["knn"]["cosine"] == {"1": 1.0, "5": 1.0}

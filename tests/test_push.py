@@ -127,3 +127,18 @@ def test_pushed_folder_loads_from_hub_cache(checkpoint: Path, tmp_path: Path, mo
     original = create_model(tiny_config(), seed=3)
     assert all(torch.equal(v, original.checkpoint_state_dict()[k]) for k, v in loaded.checkpoint_state_dict().items())
     assert loaded.embed_texts(["a dog barks"]).shape == (1, 16)
+
+
+def test_model_card_names_the_loss_and_shows_leakage(tmp_path: Path) -> None:
+    from atr_demo.model import tiny_config
+
+    config = tiny_config()
+    config.loss = "cacl_mltm"
+    config.save(tmp_path / "config.json")
+    leak = {"seen_classes": {"dog": ["dog"]},
+            "zeroshot": {"cosine": {g: {"top1": 0.5, "top5": 1.0, "n": 2, "n_classes": 1} for g in ("seen", "unseen", "all")}}}
+    evaluation = {"data": ["d"], "split": "test", "n_clips": 2, "n_captions": 2, "modality_gap": 0.1, "modes": {},
+                  "leakage": leak}
+    card = render_model_card(tmp_path, evaluation)
+    assert "**cacl_mltm** (CACL, English co-anchor" in card and "m-LTM optimal-transport term" in card
+    assert "Zero-shot leakage" in card and "| cosine | 0.500 | 1.000 | 0.500 | 1.000 | 2 | 2 |" in card

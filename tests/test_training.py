@@ -180,3 +180,10 @@ def test_evaluate_leakage_report_splits_seen_and_unseen(corpus: Path, tmp_path: 
     assert evaluate_mod.main(argv) == 0
     assert "| linear probe (audio backbone) |" in capsys.readouterr().out
     assert evaluate_mod.main(argv + ["--train-split", "nonsense"]) == 1
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob("configs/*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    """Every config in configs/ parses and validates (paths are not checked: they are machine-specific)."""
+    config = load_train_config(path)
+    assert config.model_config().embed_dim > 0 and config.data

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 AUDIO_TEXT = "audio vs text"
+AUDIO_TEXT_B = "audio vs text (B)"
 AUDIO_AB = "audio A vs B"
 TEXT_AB = "text A vs B"
 
@@ -92,7 +93,8 @@ def analyse_clips(
 
     Returns ``{"n_clips", "ks", "distances", "comparisons": {name: report}}`` with the reports
     of :func:`atr_demo.structure.structure_report` under ``"audio vs text"`` and, with
-    ``compare``, ``"audio A vs B"`` and ``"text A vs B"`` (without the ``metric`` distance).
+    ``compare``, ``"audio vs text (B)"`` (B's own joint space, with B's metric), ``"audio A vs B"``
+    and ``"text A vs B"`` (these two without the ``metric`` distance).
     """
     if not clips:
         raise ConfigError("no clips to analyse in this split")
@@ -101,6 +103,7 @@ def analyse_clips(
     comparisons = {AUDIO_TEXT: structure_report(audio, text, ks, distances, metric=model.metric)}
     if compare is not None:
         audio_b, text_b = embed_spaces(compare, clips, batch_size, progress)
+        comparisons[AUDIO_TEXT_B] = structure_report(audio_b, text_b, ks, distances, metric=compare.metric)
         across = [d for d in distances if d != "metric"]
         comparisons[AUDIO_AB] = structure_report(audio, audio_b, ks, across)
         comparisons[TEXT_AB] = structure_report(text, text_b, ks, across)

@@ -33,6 +33,20 @@ BACKBONE_NOTES: dict[str, str] = {
 }
 
 
+#: One line per training loss for the model card.
+LOSS_DESCRIPTIONS: dict[str, str] = {
+    "mltm": "m-LTM: mini-batch learning-to-match with entropic optimal transport, Luong et al., ICLR 2024",
+    "mltm_partial": "m-LTM with entropic partial optimal transport for noisy pairs, Luong et al., ICLR 2024",
+    "infonce": "symmetric InfoNCE with a learnable temperature",
+    "triplet": "triplet loss with the hardest negative, VSE++",
+    "softlabel": "contrastive loss with soft targets from caption-caption similarity",
+    "kcl": "KCL, 1-to-K multilingual contrastive learning (ATRI), InfoNCE terms",
+    "kcl_mltm": "KCL, 1-to-K multilingual learning (ATRI), with the m-LTM optimal-transport term",
+    "cacl": "CACL, English co-anchor multilingual contrastive learning (ATRI), InfoNCE terms",
+    "cacl_mltm": "CACL, English co-anchor multilingual learning (ATRI), with the m-LTM optimal-transport term",
+}
+
+
 def _backbone_lines(config: ModelConfig) -> list[str]:
     lines = []
     for tower in (config.audio, config.text):
@@ -104,8 +118,8 @@ def render_model_card(
         "---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
         f"# {name}", "",
         "An audio-text retrieval model of atr-demo trained with "
-        f"**{config.loss}** (m-LTM: mini-batch learning-to-match with entropic optimal transport, "
-        f"Luong et al., ICLR 2024); ground metric **{config.metric}**, ε = {config.eps}"
+        f"**{config.loss}** ({LOSS_DESCRIPTIONS.get(config.loss, 'see atr_demo.losses')}); "
+        f"ground metric **{config.metric}**, ε = {config.eps}"
         + (f", transported mass s = {config.mass}" if config.mass < 1 else "") + ".", "",
         "## Usage", "", "```python", "from atr_demo.model import load_model", "",
         f'model = load_model("{name}")', 'text = model.embed_texts(["a dog barks"])',
@@ -117,6 +131,16 @@ def render_model_card(
 
         parts += [f"On `{', '.join(map(str, evaluation.get('data', [])))}`, split `{evaluation.get('split', '?')}`:", "",
                   markdown_table(evaluation), ""]
+        if evaluation.get("leakage"):
+            from training.evaluate import leakage_table
+
+            parts += ["Zero-shot leakage (ESC-50 classes named in the training captions = seen; a linear probe on "
+                      "the frozen audio-backbone features as the backbone-only reference):", "",
+                      leakage_table(evaluation["leakage"]), ""]
+        if evaluation.get("multilingual"):
+            from training.evaluate import languages_table
+
+            parts += ["Per caption language:", "", languages_table(evaluation["multilingual"]), ""]
     else:
         parts += ["Not evaluated yet: run `python -m training evaluate --model DIR --data D --out DIR/eval.json`.", ""]
     notes = folder / NOTES_NAME
