@@ -210,6 +210,8 @@ def test_analysis_suite_reports_structure_leakage_and_probe(corpus: Path, tmp_pa
     assert {"dog", "rain", "engine"} <= set(plain["result"]["seen_classes"])
     assert [c["y"] for c in payload["correlations"]][:4] == ["T→A mAP@10", "A→T mAP@10", "ZS top-1", "ZS top-5"]
     assert all(c["n"] == 4 for c in payload["correlations"])  # hold-out runs are left out
+    assert all(c["n"] == 4 for c in payload["correlations_without_triplet"])  # no triplet run in this test
+    assert "ρ without triplet" in (tmp_path / "res" / "analysis.md").read_text()
     md = (tmp_path / "res" / "analysis.md").read_text()
     for part in ("### Structure of the joint space", "Spearman ρ", "### Zero-shot leakage", "linear probe",
                  "| soft-label contrastive (τ_q=0.1) | cosine |", "m-LTM (Euclidean), ESC-50 half A held out"):

@@ -548,12 +548,13 @@ OUTCOMES = (("cosine/t2a.mAP@10", "T→A mAP@10"), ("cosine/a2t.mAP@10", "A→T 
             ("cosine/zs.top1", "ZS top-1"), ("cosine/zs.top5", "ZS top-5"))
 
 
-def correlations(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def correlations(records: Sequence[dict[str, Any]], leave_out: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Spearman rank correlation over runs between each structure measure and each outcome
-    (runs with held-out classes, a different data condition, are left out)."""
+    (runs with held-out classes, a different data condition, and the settings named in
+    ``leave_out`` are left out)."""
     from scipy.stats import spearmanr
 
-    records = [r for r in records if not r.get("overrides", {}).get("exclude_classes")]
+    records = [r for r in records if not r.get("overrides", {}).get("exclude_classes") and r["setting"] not in leave_out]
     out = []
     for x_key, x_label in STRUCTURE_PAIRS:
         for y_key, y_label in OUTCOMES:
@@ -594,8 +595,11 @@ def render_structure(payload: dict[str, Any]) -> str:
              "", _table(head, rows), "",
              "Spearman rank correlation over the runs (methods × seeds; runs with held-out classes left out):", ""]
     corr = payload.get("correlations", [])
-    lines.append(_table(["structure", "outcome", "Spearman ρ", "p", "runs"],
-                        [[c["x"], c["y"], f"{c['rho']:+.2f}", f"{c['p']:.3f}", str(c["n"])] for c in corr]))
+    without = {(c["x"], c["y"]): c for c in payload.get("correlations_without_triplet", [])}
+    lines.append(_table(["structure", "outcome", "Spearman ρ", "p", "runs", "ρ without triplet", "p", "runs"],
+                        [[c["x"], c["y"], f"{c['rho']:+.2f}", f"{c['p']:.3f}", str(c["n"])]
+                         + ([f"{w['rho']:+.2f}", f"{w['p']:.3f}", str(w["n"])] if (w := without.get((c["x"], c["y"])))
+                            else ["–", "–", "–"]) for c in corr]))
     return "\n".join(lines)
 
 
@@ -729,6 +733,7 @@ def run_suite(
         payload["summary"] = lopo_summary(records, keys)
     if suite == "analysis":
         payload["correlations"] = correlations(records)
+        payload["correlations_without_triplet"] = correlations(records, leave_out=("triplet",))
         payload["seen_classes"] = next((r["result"].get("seen_classes", {}) for r in records if "result" in r), {})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{suite}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -756,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python -m training experiments " + " ".join(shlex.quote(a) for a in argv)
+    # --collect only re-aggregates finished runs: the command that produces them is the one without it
+    command = "python -m training experiments " + " ".join(shlex.quote(a) for a in argv if a != "--collect")
     try:
         base = read_config_file(args.base)
         payload = run_suite(args.suite, base, args.seeds, Path(args.out), Path(args.runs), args.overrides,
