@@ -124,3 +124,10 @@ def test_errors(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code == 1 and "manhattan" in err
     code, _, err = _run(capsys, ["--model", "tiny", "--data", str(corpus), "--split", "validation"])
     assert code == 1 and "no clips" in err
+
+
+def test_short_plot_names() -> None:
+    from training.analyse import short_name
+
+    assert short_name("tiny") == "tiny" and short_name("owner/repo") == "owner/repo"
+    assert short_name("artifacts/experiments/analysis/infonce/seed0/train/best") == "train/best"

@@ -134,6 +134,12 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def short_name(model: str) -> str:
+    """A plot label for a model argument: a built-in or hub name as given, a path's last two parts."""
+    parts = Path(model).parts
+    return model if len(parts) <= 2 else "/".join(parts[-2:])
+
+
 def _parse_distances(text: str) -> list[str]:
     distances = [d.strip() for d in text.split(",") if d.strip()]
     bad = [d for d in distances if d not in DISTANCES]
@@ -156,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated distances among {', '.join(DISTANCES)} (default all)")
     parser.add_argument("--compare", default=None, help="a second checkpoint (B) to compare each modality with")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--name", default=None, help="label of --model in the plot (default: its path's last two parts)")
+    parser.add_argument("--compare-name", default=None, help="label of --compare in the plot")
     parser.add_argument("--plot", default=None, help="save a PNG of similarity against k to this file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
     parser.add_argument("--out", default=None, help="write the JSON result to this file")
@@ -176,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if args.plot:
-        title = f"k-NN graph similarity: {args.model}" + (f" (A) vs {args.compare} (B)" if args.compare else "")
+        name_a = args.name or short_name(args.model)
+        title = f"k-NN graph similarity: {name_a}" + (
+            f" (A) vs {args.compare_name or short_name(args.compare)} (B)" if args.compare else "")
         fig = plot_knn_overlap(result["comparisons"], f"{title}; {result['n_clips']} clips, {args.split}")
         try:
             Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
