@@ -251,3 +251,8 @@ def test_multilingual_suite_cross_validates_and_renders(ml_data: Path, tmp_path:
     assert summary["ml/cosine/mrv.t2a"] == pytest.approx(list(exp.mean_std(per_seed)))
     md = (tmp_path / "res" / "multilingual.md").read_text()
     assert "| method | en | fr | ja |" in md and "MRV T→A" in md and "| CACL-OT (m-LTM terms) |" in md
+
+
+def test_build_multilingual_cli_reports_a_missing_corpus(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert multilingual.main(["--corpus", str(tmp_path / "nowhere")]) == 1
+    assert "build the corpus first" in caplog.text
