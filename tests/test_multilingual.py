@@ -256,3 +256,9 @@ def test_multilingual_suite_cross_validates_and_renders(ml_data: Path, tmp_path:
 def test_build_multilingual_cli_reports_a_missing_corpus(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert multilingual.main(["--corpus", str(tmp_path / "nowhere")]) == 1
     assert "build the corpus first" in caplog.text
+
+
+@pytest.mark.parametrize("folds, fold", [(2, 0), (5, 5), (5, -1)])
+def test_cv_config_errors(ml_data: Path, tmp_path: Path, folds: int, fold: int) -> None:
+    with pytest.raises(ConfigError, match="cv_folds must be 0"):
+        _config(ml_data, tmp_path / "r", cv_folds=folds, cv_fold=fold)
