@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from atr_demo.errors import ConfigError
+from atr_demo.errors import CheckpointError, ConfigError
 from atr_demo.evaluation import mean_rank_variance, paired_ranks
 from atr_demo.model import load_model
 from training import evaluate as evaluate_mod
@@ -150,14 +150,34 @@ def test_multilingual_config_errors(ml_data: Path, tmp_path: Path) -> None:
         train(_config(ml_data, tmp_path / "r", languages=["en", "de"]))
 
 
-def test_tiny_multilingual_hf_text_backbone_trains_by_local_id(ml_data: Path, tmp_path: Path) -> None:
-    """Any transformers sentence encoder works as the text tower: here a tiny random BERT whose
-    vocabulary holds French and Japanese words, loaded from a local folder (no download)."""
+def test_tiny_multilingual_hf_text_backbone_trains_by_hub_id(ml_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any transformers sentence encoder works as the text tower by hub id: here a tiny random BERT
+    whose vocabulary holds French and Japanese words, built locally and placed in a hub cache
+    (offline; nothing is downloaded), then named ``acme/tiny-ml-bert`` in the model config."""
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+
     words = [w for lang in ("fr", "ja") for cap in LANGS[lang] for w in cap.split()]
     folder = make_tiny_bert(tmp_path / "tiny-ml-bert", extra_words=words)
-    model = {"audio": {"kind": "tiny_audio", "dim": 16}, "text": {"kind": "hf_text", "name": str(folder)}, "embed_dim": 16}
+    cache = tmp_path / "hub"
+    repo = cache / "models--acme--tiny-ml-bert"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    model = {"audio": {"kind": "tiny_audio", "dim": 16}, "text": {"kind": "hf_text", "name": "acme/tiny-ml-bert"},
+             "embed_dim": 16}
+    other = {**model, "text": {"kind": "hf_text", "name": "acme/not-in-the-cache"}}
+    with pytest.raises(CheckpointError, match="acme/not-in-the-cache"):
+        train(_config(ml_data, tmp_path / "missing", loss="cacl", model=other, epochs=1))
     out = train(_config(ml_data, tmp_path / "hf", loss="cacl", model=model, epochs=1))
     loaded = load_model(str(out / "best"))
+    assert loaded.config.text.name == "acme/tiny-ml-bert"
     emb = loaded.embed_texts(["カエル", "une grenouille"])
     assert emb.shape == (2, 16) and not torch.allclose(emb[0], emb[1])
     ids = loaded.text_backbone.tokenizer("カエル")["input_ids"]
