@@ -182,11 +182,15 @@ class InfoNCELoss(nn.Module):
         else:
             self.register_buffer("logit_scale", value)
 
+    def logits(self, audio: Tensor, text: Tensor) -> Tensor:
+        """(b, b) audio–text cosine similarities over the clamped learnable temperature."""
+        scale = self.logit_scale.clamp(0.0, self.max_logit_scale).exp()
+        return scale * (audio @ text.transpose(0, 1))
+
     def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric | None = None,
                 group_ids: Tensor | None = None) -> Tensor:
         _check_inputs(audio, text, group_ids)
-        scale = self.logit_scale.clamp(0.0, self.max_logit_scale).exp()
-        logits = scale * (audio @ text.transpose(0, 1))
+        logits = self.logits(audio, text)
         b = audio.shape[0]
         if group_ids is None:
             labels = torch.arange(b, device=audio.device)
@@ -227,7 +231,7 @@ class TripletLoss(nn.Module):
         return (loss_a2t + loss_t2a).mean()
 
 
-class SoftLabelContrastiveLoss(nn.Module):
+class SoftLabelContrastiveLoss(InfoNCELoss):
     r"""Contrastive loss with soft targets from caption–caption similarity.
 
     For a batch whose captions have pairwise similarity :math:`S^{tt}` (b, b) (cosine of the
@@ -237,8 +241,9 @@ class SoftLabelContrastiveLoss(nn.Module):
         Q_{ij} = \frac{\exp(S^{tt}_{ij}/\tau_q)}{\sum_k \exp(S^{tt}_{ik}/\tau_q)},\qquad
         \mathcal{L} = \tfrac12\big(\mathrm{CE}(S/\tau, Q) + \mathrm{CE}(S^\top/\tau, Q^\top_{\text{row}})\big),
 
-    with :math:`S = x y^\top` the audio–text cosine logits and a learnable :math:`\tau` as in
-    :class:`InfoNCELoss`; :math:`Q^\top_{\text{row}}` is the row softmax of :math:`S^{tt\top}`.
+    with :math:`S = x y^\top` the audio–text cosine logits and the learnable :math:`\tau` of
+    :class:`InfoNCELoss` (whose temperature and logits it inherits);
+    :math:`Q^\top_{\text{row}}` is the row softmax of :math:`S^{tt\top}`.
     Clips whose captions say nearly the same thing ("footsteps on gravel" / "footsteps on
     stone") share target mass instead of being pushed apart as negatives. As
     :math:`\tau_q \to 0` the targets become one-hot and the loss is InfoNCE. Items of the same
@@ -247,16 +252,12 @@ class SoftLabelContrastiveLoss(nn.Module):
     """
 
     needs_text_similarity = True
-    max_logit_scale = InfoNCELoss.max_logit_scale
 
     def __init__(self, target_temperature: float = 0.05, init_temperature: float = 0.07) -> None:
-        super().__init__()
+        super().__init__(init_temperature)
         if not target_temperature > 0:
             raise ValueError(f"target_temperature must be > 0, got {target_temperature}")
-        if not init_temperature > 0:
-            raise ValueError(f"init_temperature must be > 0, got {init_temperature}")
         self.target_temperature = float(target_temperature)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
 
     def extra_repr(self) -> str:
         return f"target_temperature={self.target_temperature}"
@@ -276,8 +277,7 @@ class SoftLabelContrastiveLoss(nn.Module):
             text_similarity = text.detach() @ text.detach().transpose(0, 1)
         if tuple(text_similarity.shape) != (b, b):
             raise ValueError(f"text_similarity must have shape ({b}, {b}), got {tuple(text_similarity.shape)}")
-        scale = self.logit_scale.clamp(0.0, self.max_logit_scale).exp()
-        logits = scale * (audio @ text.transpose(0, 1))
+        logits = self.logits(audio, text)
         q_rows = self.targets(text_similarity, group_ids).to(logits.dtype)
         q_cols = self.targets(text_similarity.transpose(0, 1), group_ids).to(logits.dtype)
         return 0.5 * (F.cross_entropy(logits, q_rows) + F.cross_entropy(logits.T, q_cols))
