@@ -12,6 +12,7 @@ import torch
 from atr_demo.errors import ConfigError
 from training.datasets import (
     Clip,
+    caption_key,
     compose_caption,
     group_batches,
     inject_caption_noise,
@@ -147,3 +148,11 @@ def test_group_batches_unique_keys() -> None:
         groups = [k for i in batch for k in keys[i]]
         assert len(groups) == len(set(groups)) and 2 <= len(batch) <= 3
     assert sorted(i for b in batches for i in b) == list(range(30))
+
+
+def test_caption_key_ignores_case_and_punctuation_in_any_script() -> None:
+    assert caption_key("A dog barks.") == caption_key("a dog  barks") == "cap:a dog barks"
+    assert caption_key("The dog's bark!") == "cap:the dog's bark"
+    assert caption_key("Un Canard.") == caption_key("un canard") != caption_key("une canne")
+    assert caption_key("カエル") != caption_key("犬")  # not every non-Latin caption the same key
+    assert caption_key("Ein rotes Riesenkänguru.") == "cap:ein rotes riesenkänguru"

@@ -616,8 +616,10 @@ def group_batches(keys: Sequence[set[str]], batch_size: int, rng: random.Random,
 
 
 def caption_key(caption: str) -> str:
-    """Normalised caption text used to detect duplicate captions in a batch."""
-    return "cap:" + " ".join(re.findall(r"[a-z0-9']+", caption.lower()))
+    """Normalised caption text used to detect duplicate captions in a batch: case-folded words
+    (letters and digits of any script, apostrophes), punctuation and spacing dropped — so
+    "A dog barks." and "a dog barks" collide, and so do "Un canard." and "un canard"."""
+    return "cap:" + " ".join(re.findall(r"(?:[^\W_]|')+", caption.casefold()))
 
 
 def caption_groups(captions: Sequence[str], groups: Sequence[str]) -> list[int]:

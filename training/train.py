@@ -416,10 +416,9 @@ def epoch_batches(clips: Sequence[Clip], config: TrainConfig, epoch: int) -> lis
 
 
 def language_keys(clip: Clip, languages: Sequence[str]) -> set[str]:
-    """Batch keys of a clip's captions in every language (case-folded, whitespace-collapsed;
-    Unicode-aware, unlike :func:`caption_key`), so that two clips sharing a caption in any
-    language ("A duck." / "A drake." are both "Un canard.") never share a batch."""
-    return {f"cap:{lang}:" + " ".join(t.casefold().split()) for lang in languages for t in language_captions(clip, lang)}
+    """:func:`caption_key` of a clip's captions in every language, so that two clips sharing a
+    caption in any language ("A duck." / "A drake." are both "Un canard.") never share a batch."""
+    return {caption_key(t) for lang in languages for t in language_captions(clip, lang)}
 
 
 def language_batch(clips: Sequence[Clip], config: TrainConfig, rng: random.Random, cacl: bool) -> list[list[str]]:
