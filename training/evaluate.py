@@ -98,16 +98,37 @@ def _directional_scores(model: ATRModel, text: torch.Tensor, audio: torch.Tensor
 
 
 def evaluate_clips(
-    model: ATRModel, clips: Sequence[Clip], modes: Sequence[str] = MODES, batch_size: int = 16, progress: bool = True
+    model: ATRModel,
+    clips: Sequence[Clip],
+    modes: Sequence[str] = MODES,
+    batch_size: int = 16,
+    progress: bool = True,
+    languages: Sequence[str] = (),
+    train_clips: Sequence[Clip] | None = None,
 ) -> dict[str, Any]:
-    """All metrics of ``model`` on ``clips`` (see the module docstring) as a nested dict."""
+    """All metrics of ``model`` on ``clips`` (see the module docstring) as a nested dict.
+
+    The audio is decoded and run through the backbone once: the joint-space embeddings are the
+    projected backbone features, which the leakage probe reuses. With ``languages``, adds
+    ``multilingual`` (:func:`evaluate_languages`); with ``train_clips`` (the model's training
+    data), adds ``leakage`` (:func:`leakage_section`).
+    """
     if not clips:
         raise ConfigError("no clips to evaluate in this split")
-    audio = embed_clips(model, clips, batch_size, progress)
+    features = backbone_features(model, clips, batch_size, progress)
+    with torch.inference_mode():
+        audio = model.project_audio(features.to(model.device)).float().cpu()
     text = model.embed_texts([t for c in clips for t in c.captions]).float()
     labelled = any(c.esc50 in ESC50_CLASSES for c in clips)
     label_set = embed_labels(model, list(ESC50_CLASSES)) if labelled else None
-    return evaluate_embeddings(model, clips, audio, text, label_set, modes)
+    result = evaluate_embeddings(model, clips, audio, text, label_set, modes)
+    if languages:
+        text_by_lang = {lang: model.embed_texts(first_captions(clips, lang)).float() for lang in languages}
+        result["multilingual"] = evaluate_languages(model, audio, text_by_lang, modes)
+    if train_clips is not None:
+        result["leakage"] = leakage_section(model, clips, audio, features, label_set, train_clips, modes,
+                                            batch_size, progress)
+    return result
 
 
 def evaluate_embeddings(
@@ -248,25 +269,30 @@ def probe_report(train_features: torch.Tensor, train_labels: Sequence[str], test
     return out
 
 
-def leakage_section(model: ATRModel, clips: Sequence[Clip], train_clips: Sequence[Clip], modes: Sequence[str],
-                    batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
+def leakage_section(model: ATRModel, clips: Sequence[Clip], audio: torch.Tensor, features: torch.Tensor,
+                    label_set: Any, train_clips: Sequence[Clip], modes: Sequence[str], batch_size: int = 16,
+                    progress: bool = True) -> dict[str, Any]:
     """The leakage report of ``evaluate --train-data``: the classes the training captions name
-    (with the matched terms), zero-shot split into seen / unseen classes, and the probe."""
+    (with the matched terms), zero-shot split into seen / unseen classes, and the probe.
+
+    Args:
+        audio, features: (len(clips), d) joint-space embeddings and (len(clips), D) backbone
+            features of ``clips``; label_set: the ESC-50 labels' embeddings (``None`` when no
+            clip is labelled); train_clips: the model's training clips (captions and, for the
+            probe, the labelled ones' audio).
+    """
     seen_terms = classes_in_captions([t for c in train_clips for t in c.captions])
     seen = set(seen_terms)
-    labelled = [c for c in clips if c.esc50 in ESC50_CLASSES]
     out: dict[str, Any] = {"seen_classes": seen_terms}
-    if not labelled:
+    labelled = [i for i, c in enumerate(clips) if c.esc50 in ESC50_CLASSES]
+    if not labelled or label_set is None:
         return out
-    audio = embed_clips(model, labelled, batch_size, progress)
-    label_set = embed_labels(model, list(ESC50_CLASSES))
-    out["zeroshot"] = zeroshot_leakage(model, labelled, audio, label_set, seen, modes)
+    out["zeroshot"] = zeroshot_leakage(model, clips, audio, label_set, seen, modes)
     train_labelled = [c for c in train_clips if c.esc50 in ESC50_CLASSES]
     if len({c.esc50 for c in train_labelled}) >= 2:
         out["probe"] = probe_report(backbone_features(model, train_labelled, batch_size, progress),
-                                    [str(c.esc50) for c in train_labelled],
-                                    backbone_features(model, labelled, batch_size, progress),
-                                    [str(c.esc50) for c in labelled], seen)
+                                    [str(c.esc50) for c in train_labelled], features[labelled],
+                                    [str(clips[i].esc50) for i in labelled], seen)
     return out
 
 
@@ -354,19 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             clips = [c for c in clips if all(language_captions(c, lang) for lang in languages)]
             if not clips:
                 raise ConfigError(f"no clip has captions in all of {languages}")
+        train_clips = load_eval_clips(args.train_data, args.train_split) if args.train_data else None
         model = load_model(args.model, args.revision)
-        result = evaluate_clips(model, clips, modes, args.batch_size, progress=not args.json)
-        if languages:
-            audio = embed_clips(model, clips, args.batch_size, progress=False)
-            text_by_lang = {lang: model.embed_texts(first_captions(clips, lang)).float() for lang in languages}
-            result["multilingual"] = evaluate_languages(model, audio, text_by_lang, modes)
-        if args.train_data:
-            train_clips = [c for spec in args.train_data for c in load_dataset(spec)]
-            if args.train_split != "all":
-                train_clips = split_clips(train_clips, args.train_split)
-            if not train_clips:
-                raise ConfigError(f"no {args.train_split} clips in --train-data {args.train_data}")
-            result["leakage"] = leakage_section(model, clips, train_clips, modes, args.batch_size, not args.json)
+        result = evaluate_clips(model, clips, modes, args.batch_size, not args.json, languages, train_clips)
     except ATRError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
