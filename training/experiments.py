@@ -313,9 +313,11 @@ def probe_baseline(model: ATRModel, config: TrainConfig, data: PreparedData, tes
 
 
 def _flatten(prefix: str, value: Any, flat: dict[str, float]) -> None:
+    """Numbers of a nested dict into ``flat`` under dotted keys after ``prefix`` (a prefix that
+    ends in ``/`` is followed directly by the first key: ``structure/knn.cosine.10``)."""
     if isinstance(value, dict):
         for key, sub in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, flat)
+            _flatten(f"{prefix}{key}" if not prefix or prefix.endswith("/") else f"{prefix}.{key}", sub, flat)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         flat[prefix] = float(value)
 
@@ -345,7 +347,7 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
             _flatten(f"ml/{mode}/mean/{short[part]}", metrics, flat)
         for part, value in entry.get("mrv", {}).items():
             flat[f"ml/{mode}/mrv.{short[part]}"] = float(value)
-    return {k.replace("/.", "/"): v for k, v in flat.items()}
+    return flat
 
 
 def load_result(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
