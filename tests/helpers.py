@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 
@@ -53,3 +54,26 @@ def make_tiny_wav2vec2(directory: Path) -> Path:
     Wav2Vec2Model(config).save_pretrained(directory)
     Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(directory)
     return directory
+
+
+def offline_hub_cache(monkeypatch: pytest.MonkeyPatch, cache: Path, repo_id: str, source: Path,
+                      names: Sequence[str] | None = None, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Put ``source``'s files (or only ``names``) into a hub cache at ``cache`` as ``repo_id``'s
+    ``main`` snapshot, and point the hub client at it in offline mode; returns the snapshot."""
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for path in sorted(source.iterdir()):
+        if path.is_file() and (names is None or path.name in names):
+            shutil.copy(path, snapshot / path.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    return snapshot

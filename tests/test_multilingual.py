@@ -22,7 +22,7 @@ from training.corpus import debian
 from training.datasets import cv_split, language_captions, load_dataset, load_generic_manifest
 from training.train import epoch_batches, prepare_data, train
 
-from tests.helpers import make_tiny_bert, write_tone
+from tests.helpers import make_tiny_bert, offline_hub_cache, write_tone
 
 LANGS = {
     "en": ["a frog", "a cow", "a dog", "a duck", "a drake", "a cat", "a horse", "a bee", "a train", "a bell",
@@ -154,22 +154,9 @@ def test_tiny_multilingual_hf_text_backbone_trains_by_hub_id(ml_data: Path, tmp_
     """Any transformers sentence encoder works as the text tower by hub id: here a tiny random BERT
     whose vocabulary holds French and Japanese words, built locally and placed in a hub cache
     (offline; nothing is downloaded), then named ``acme/tiny-ml-bert`` in the model config."""
-    import shutil
-
-    import huggingface_hub.constants as hf_constants
-
     words = [w for lang in ("fr", "ja") for cap in LANGS[lang] for w in cap.split()]
     folder = make_tiny_bert(tmp_path / "tiny-ml-bert", extra_words=words)
-    cache = tmp_path / "hub"
-    repo = cache / "models--acme--tiny-ml-bert"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(folder, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    offline_hub_cache(monkeypatch, tmp_path / "hub", "acme/tiny-ml-bert", folder)
     model = {"audio": {"kind": "tiny_audio", "dim": 16}, "text": {"kind": "hf_text", "name": "acme/tiny-ml-bert"},
              "embed_dim": 16}
     other = {**model, "text": {"kind": "hf_text", "name": "acme/not-in-the-cache"}}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,8 @@ import yaml
 from atr_demo.model import create_model, load_model, tiny_config
 from training import push as push_mod
 from training.model_card import render_model_card
+
+from tests.helpers import offline_hub_cache
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -109,20 +110,7 @@ def test_model_card_attributions(tmp_path: Path) -> None:
 
 
 def test_pushed_folder_loads_from_hub_cache(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub.constants as hf_constants
-
-    cache = tmp_path / "hub"
-    repo = cache / "models--owner--name"
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(checkpoint / name, snapshot / name)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    offline_hub_cache(monkeypatch, tmp_path / "hub", "owner/name", checkpoint, ("config.json", "model.safetensors"), COMMIT)
     loaded = load_model("owner/name")
     original = create_model(tiny_config(), seed=3)
     assert all(torch.equal(v, original.checkpoint_state_dict()[k]) for k, v in loaded.checkpoint_state_dict().items())
