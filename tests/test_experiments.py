@@ -13,7 +13,7 @@ from atr_demo.structure import chance_knn_overlap
 from training import experiments as exp
 from training.config import TrainConfig
 from training.datasets import filter_packages, load_dataset
-from training.train import prepare_data
+from training.prepare import prepare_data
 
 from tests.helpers import write_tone
 

@@ -20,7 +20,8 @@ from training import multilingual
 from training.config import TrainConfig
 from training.corpus import debian
 from training.datasets import cv_split, language_captions, load_dataset, load_generic_manifest
-from training.train import epoch_batches, prepare_data, train
+from training.prepare import prepare_data
+from training.train import epoch_batches, train
 
 from tests.helpers import make_tiny_bert, offline_hub_cache, write_tone
 

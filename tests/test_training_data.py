@@ -1,4 +1,5 @@
-"""Dataset loaders on generated fixtures, mixtures, caption noise and group batching."""
+"""Dataset loaders on generated fixtures, mixtures, caption noise, group batching, and the feature
+cache of a multilingual run."""
 
 from __future__ import annotations
 
@@ -10,23 +11,21 @@ import pytest
 import torch
 
 from atr_demo.errors import ConfigError
-from training.datasets import (
-    Clip,
-    caption_key,
-    compose_caption,
-    group_batches,
-    inject_caption_noise,
-    load_clip_audio,
-    load_dataset,
-    make_mixtures,
-    mix_waveforms,
-)
+from atr_demo.model import create_model
+from training import features
+from training.augment import compose_caption, inject_caption_noise, make_mixtures
+from training.batching import caption_key, group_batches
+from training.config import load_train_config
+from training.datasets import Clip, load_clip_audio, load_dataset, mix_waveforms
+from training.prepare import clip_captions, prepare_data
+from training.train import FeatureSource
 
 from tests.helpers import write_tone
 
 
 def _clips(n: int, captions_per: int = 1) -> list[Clip]:
-    return [Clip(f"c{i}", f"/x/{i}.wav", [f"caption {i} {j}" for j in range(captions_per)], "train", f"g{i}") for i in range(n)]
+    return [Clip(f"c{i}", f"/x/{i}.wav", [f"caption {i} {j}" for j in range(captions_per)], "train", f"g{i}")
+            for i in range(n)]
 
 
 def test_corpus_manifest(tmp_path: Path) -> None:
@@ -156,3 +155,41 @@ def test_caption_key_ignores_case_and_punctuation_in_any_script() -> None:
     assert caption_key("Un Canard.") == caption_key("un canard") != caption_key("une canne")
     assert caption_key("カエル") != caption_key("犬")  # not every non-Latin caption the same key
     assert caption_key("Ein rotes Riesenkänguru.") == "cap:ein rotes riesenkänguru"
+
+
+def test_feature_cache_of_a_multilingual_run_serves_every_caption_training_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``features`` caches the captions of every configured language (not only ``clip.captions``),
+    so that training on the cache never runs the text backbone."""
+    en = ["a frog", "a cow", "a dog", "a duck", "a cat", "a horse"]
+    fr = ["une grenouille", "une vache", "un chien", "un canard", "un chat", "un cheval"]
+    rows = []
+    for i in range(6):
+        write_tone(tmp_path / "audio" / f"{i}.wav", freq=200 + 90 * i, seconds=0.3, seed=i)
+        rows.append({"clip_id": f"c{i}", "audio": f"audio/{i}.wav", "captions": [en[i]], "caption_fr": fr[i],
+                     "split": "train" if i < 4 else "validation", "group": f"g{i}"})
+    (tmp_path / "ml.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config_path = tmp_path / "run.json"
+    config_path.write_text(json.dumps({
+        "data": [str(tmp_path / "ml.jsonl")], "model": "tiny", "loss": "kcl", "languages": ["en", "fr"],
+        "batch_size": 2, "seed": 3, "device": "cpu", "out": str(tmp_path / "out"),
+        "features_cache": str(tmp_path / "features"), "progress": False,
+    }), encoding="utf-8")
+    assert features.main(["--config", str(config_path)]) == 0
+
+    config = load_train_config(str(config_path))
+    data = prepare_data(config)
+    read = [t for c in data.train + data.validation for t in clip_captions(c, config.languages)]
+    assert "un chien" in read and "a dog" in read
+    model = create_model(config.model_config(), seed=config.seed)
+    model.eval()
+    with torch.no_grad():
+        expected = model.text_features(read).float()
+
+    def no_backbone(texts: list[str]) -> torch.Tensor:
+        raise AssertionError(f"the text backbone ran on {texts}: the cache lacks captions that training reads")
+
+    monkeypatch.setattr(model, "text_features", no_backbone)
+    source = FeatureSource(model, config, data.train + data.validation, torch.device("cpu"))
+    torch.testing.assert_close(source.text(read), expected)

@@ -1,5 +1,6 @@
-"""Training and evaluation data: one :class:`Clip` record, loaders for the formats users bring,
-mixture augmentation and caption-noise injection.
+"""Training and evaluation data: one :class:`Clip` record, its audio, the loaders for the formats
+users bring, and the split, package and class filters (mixtures and caption noise:
+:mod:`training.augment`; batches: :mod:`training.batching`).
 
 Formats (see DESIGN.md §6):
 
@@ -21,10 +22,7 @@ import csv
 import hashlib
 import json
 import logging
-import math
-import random
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,12 +31,12 @@ import torch
 
 from atr_demo.audio import load_audio
 from atr_demo.errors import ConfigError
+from atr_demo.fileio import AUDIO_EXTENSIONS
 from atr_demo.leakage import classes_in_captions
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus")
 CLOTHO_SPLITS = {"development": "train", "validation": "validation", "evaluation": "test"}
 AUDIOCAPS_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 FORMATS = ("corpus", "clotho", "audiocaps", "esc50", "manifest")
@@ -477,7 +475,8 @@ def filter_packages(
     known = set().union(*(clip_packages(c) for c in clips)) if clips else set()
     unknown = sorted((only_set | exclude_set) - known)
     if unknown:
-        raise ConfigError(f"package(s) {', '.join(unknown)} occur in no clip; known: {', '.join(sorted(p for p in known if p))}")
+        names = ", ".join(sorted(p for p in known if p))
+        raise ConfigError(f"package(s) {', '.join(unknown)} occur in no clip; known: {names}")
     kept = []
     for clip in clips:
         packages = clip_packages(clip)
@@ -488,156 +487,3 @@ def filter_packages(
         kept.append(clip)
     return kept
 
-
-# -- mixtures --------------------------------------------------------------------------------
-
-_LEADING_LOWER = {"a", "an", "the", "some", "someone", "somebody", "several", "many", "two", "three",
-                  "people", "person", "footsteps", "water", "rain", "wind", "birds", "it", "there"}
-
-
-def _strip(caption: str) -> str:
-    return caption.strip().rstrip(".!;, ").strip()
-
-
-def _lower_lead(caption: str) -> str:
-    """Lower-case the first word unless it looks like a name or an acronym ("TV", "Paris")."""
-    words = caption.split(" ", 1)
-    first = words[0]
-    is_acronym = len(first) > 1 and first[1:].isupper()
-    if first.lower() in _LEADING_LOWER or (not is_acronym and first[:1].isupper() and first[1:].islower()):
-        words[0] = first.lower()
-    return " ".join(words)
-
-
-def compose_caption(first: str, second: str, connector: str = "while") -> str:
-    """``"A dog barks."`` + ``"The rain falls."`` → ``"A dog barks while the rain falls"``."""
-    if connector not in ("while", "and"):
-        raise ValueError(f"connector must be 'while' or 'and', got {connector!r}")
-    a, b = _strip(first), _lower_lead(_strip(second))
-    return f"{a} {connector} {b}"
-
-
-def make_mixtures(clips: Sequence[Clip], count: int, seed: int, gain_db: tuple[float, float] = (-6.0, 6.0)) -> list[Clip]:
-    """``count`` two-clip mixtures of clips from different groups (seeded).
-
-    Each mixture's audio is ``first + gain · second`` (see :func:`mix_waveforms`) and its caption
-    composes one caption of each with "while" or "and". Mixture groups are ``mix:<g1>+<g2>``.
-    """
-    rng = random.Random(seed)
-    pool = [c for c in clips if c.mix_of is None]
-    if count <= 0 or len({c.group for c in pool}) < 2:
-        return []
-    out = []
-    while len(out) < count:
-        a, b = rng.sample(pool, 2)
-        if a.group == b.group:
-            continue
-        gain = rng.uniform(*gain_db)
-        connector = rng.choice(("while", "and"))
-        caption = compose_caption(rng.choice(a.captions), rng.choice(b.captions), connector)
-        out.append(Clip(
-            clip_id=f"mix{seed}_{len(out)}:{a.clip_id}+{b.clip_id}", audio=a.audio, captions=[caption],
-            split=a.split, group=f"mix:{a.group}+{b.group}", mix_of=(a, b), gain_db=round(gain, 4),
-        ))
-    return out
-
-
-# -- caption noise ---------------------------------------------------------------------------
-
-def inject_caption_noise(clips: Sequence[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[int]]:
-    """Shuffle the captions of exactly ``round(fraction · n)`` clips among themselves.
-
-    The chosen clips' caption lists are permuted by a random derangement (a random cycle,
-    Sattolo's algorithm, redrawn until no clip ends up with captions equal to its own), so every
-    chosen clip is mismatched. The other clips are unchanged. Returns new clips and the sorted
-    indices of the mismatched ones.
-
-    Raises:
-        ConfigError: ``fraction`` outside [0, 1], or exactly one clip would be chosen (one
-            caption cannot be shuffled), or the chosen captions are all identical.
-    """
-    if not 0.0 <= fraction <= 1.0:
-        raise ConfigError(f"noise fraction must be in [0, 1], got {fraction}")
-    n = len(clips)
-    k = int(math.floor(fraction * n + 0.5))
-    out = [replace(c) for c in clips]
-    if k == 0:
-        return out, []
-    if k == 1:
-        raise ConfigError(f"noise fraction {fraction} of {n} clips selects a single clip, which cannot be shuffled")
-    rng = random.Random(seed)
-    chosen = sorted(rng.sample(range(n), k))
-    for _ in range(1000):
-        perm = list(range(k))
-        for i in range(k - 1, 0, -1):  # Sattolo: a uniformly random k-cycle
-            j = rng.randrange(i)
-            perm[i], perm[j] = perm[j], perm[i]
-        if all(clips[chosen[perm[j]]].captions != clips[chosen[j]].captions for j in range(k)):
-            break
-    else:
-        raise ConfigError("cannot mismatch the chosen captions: too many of them are identical")
-    for j, idx in enumerate(chosen):
-        out[idx].captions = list(clips[chosen[perm[j]]].captions)
-    logger.info("caption noise: %d of %d training pairs mismatched (fraction %.3f)", k, n, k / n)
-    return out, chosen
-
-
-# -- batches ---------------------------------------------------------------------------------
-
-def group_batches(keys: Sequence[set[str]], batch_size: int, rng: random.Random, min_size: int = 2) -> list[list[int]]:
-    """Shuffle items into batches in which no two items share a key (group or caption).
-
-    Args:
-        keys: per item, the set of keys that must be unique within a batch.
-        batch_size: target batch size.
-        rng: random source (the order is a function of its state).
-        min_size: batches smaller than this are dropped (a batch of one has no negatives).
-
-    Returns:
-        lists of item indices; an item that cannot be placed in any open batch waits for the next.
-    """
-    order = list(range(len(keys)))
-    rng.shuffle(order)
-    batches: list[list[int]] = []
-    pending = order
-    while pending:
-        batch: list[int] = []
-        seen: set[str] = set()
-        rest = []
-        for i in pending:
-            if len(batch) < batch_size and not (keys[i] & seen):
-                batch.append(i)
-                seen |= keys[i]
-            else:
-                rest.append(i)
-        batches.append(batch)
-        pending = rest
-    return [b for b in batches if len(b) >= min_size]
-
-
-def caption_key(caption: str) -> str:
-    """Normalised caption text used to detect duplicate captions in a batch: case-folded words
-    (letters and digits of any script, apostrophes), punctuation and spacing dropped — so
-    "A dog barks." and "a dog barks" collide, and so do "Un canard." and "un canard"."""
-    return "cap:" + " ".join(re.findall(r"(?:[^\W_]|')+", caption.casefold()))
-
-
-def caption_groups(captions: Sequence[str], groups: Sequence[str]) -> list[int]:
-    """Integer group ids: items sharing a recording group or a normalised caption share an id."""
-    parent = list(range(len(captions)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    for i, key in enumerate(zip(captions, groups)):
-        for k in (caption_key(key[0]), "grp:" + key[1]):
-            if k in first:
-                parent[find(i)] = find(first[k])
-            else:
-                first[k] = i
-    roots: dict[int, int] = defaultdict(lambda: len(roots))
-    return [roots[find(i)] for i in range(len(captions))]

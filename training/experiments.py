@@ -65,7 +65,8 @@ from training.config import TrainConfig, apply_overrides, read_config_file
 from training.datasets import Clip, filter_packages, load_dataset, split_clips
 from training.evaluate import evaluate_embeddings, evaluate_languages, first_captions, probe_report, zeroshot_leakage
 from training.features import audio_features, text_features
-from training.train import PreparedData, clip_captions, prepare_data, select_clips, train
+from training.prepare import PreparedData, clip_captions, prepare_data, select_clips
+from training.train import train
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from atr_demo.errors import ATRError, AudioError
-from atr_demo.model import ATRModel
+from atr_demo.model import ATRModel, create_model
 from atr_demo.state import file_digest
 
+from training.config import load_train_config
 from training.datasets import Clip, load_clip_audio
+from training.prepare import caption_texts, prepare_data
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +199,6 @@ def text_features(
 
 def main(argv: list[str] | None = None) -> int:
     """``features --config FILE [--set k=v ...]``: cache the features a training run needs."""
-    from training.config import load_train_config
-    from training.train import prepare_data
-
     parser = argparse.ArgumentParser(prog="python -m training features", description=main.__doc__)
     parser.add_argument("--config", default=None, help="training config (YAML or JSON)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -207,14 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_train_config(args.config, args.overrides)
-        from atr_demo.model import create_model
-
         model = create_model(config.model_config(), seed=config.seed)
         data = prepare_data(config)
         clips = data.train + data.mixture_pool + data.validation + data.test
         feats, ok = audio_features(model, clips, config.features_cache, config.feature_batch_size,
                                    config.max_duration_s, progress=config.progress)
-        texts = sorted({t for c in clips for t in c.captions})
+        texts = caption_texts(clips, config.languages)
         text_features(model, texts, config.features_cache, progress=config.progress)
     except ATRError as exc:
         logger.error("%s", exc)

@@ -31,7 +31,6 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,23 +46,12 @@ from atr_demo.evaluation import retrieval_metrics
 from atr_demo.losses import build_loss
 from atr_demo.model import ATRModel, create_model
 
+from training.augment import make_mixtures
+from training.batching import caption_groups, caption_key, group_batches
 from training.config import TrainConfig, load_train_config
-from training.datasets import (
-    Clip,
-    caption_groups,
-    caption_key,
-    cv_split,
-    drop_classes,
-    filter_packages,
-    group_batches,
-    inject_caption_noise,
-    language_captions,
-    load_clip_audio,
-    load_dataset,
-    make_mixtures,
-    split_clips,
-)
+from training.datasets import Clip, language_captions, load_clip_audio
 from training.features import audio_features, text_features
+from training.prepare import caption_texts, clip_captions, prepare_data
 
 logger = logging.getLogger(__name__)
 
@@ -71,82 +59,7 @@ logger = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("epochs", "progress", "device", "features_cache", "feature_batch_size")
 
 
-# -- data ------------------------------------------------------------------------------------
-
-@dataclass
-class PreparedData:
-    """The clips of a run: training (after noise), a fixed mixture pool, validation and test."""
-
-    train: list[Clip]
-    validation: list[Clip]
-    test: list[Clip]
-    mixture_pool: list[Clip] = field(default_factory=list)
-    noisy: list[int] = field(default_factory=list)
-
-
-def prepare_data(config: TrainConfig) -> PreparedData:
-    """Load ``config.data``, apply the package filter, build the mixture pool, inject caption noise.
-
-    The cached mixture pool is drawn with ``mixture_seed`` from the *whole* (unfiltered, clean)
-    training split, then filtered like the clips (both sources must be kept), so that every run
-    reuses the same cached mixture features. Caption noise shuffles exactly
-    ``round(noise_fraction · n)`` of the n training pairs (clips + pool) with ``seed``.
-    """
-    clips: list[Clip] = []
-    for spec in config.data:
-        clips += load_dataset(spec, config.data_format)
-    clips = select_clips(clips, config)
-    all_train = split_clips(clips, "train")
-    kept = filter_packages(clips, config.only_packages, config.exclude_packages)
-    if len(kept) < len(clips):
-        logger.info("package filter: %d of %d clips kept", len(kept), len(clips))
-    train = split_clips(kept, "train")
-    if not train:
-        raise ConfigError(f"no training clips in {config.data}")
-    pool: list[Clip] = []
-    if config.use_cached_features and config.mixtures:
-        pool = filter_packages(make_mixtures(all_train, config.mixtures, seed=config.mixture_seed),
-                               config.only_packages, config.exclude_packages)
-    validation = split_clips(kept, "validation")
-    if config.exclude_classes:
-        sizes = (len(train), len(pool), len(validation))
-        train, pool, validation = (drop_classes(part, config.exclude_classes) for part in (train, pool, validation))
-        logger.info("exclude_classes: kept %d/%d training clips, %d/%d mixtures, %d/%d validation clips",
-                    len(train), sizes[0], len(pool), sizes[1], len(validation), sizes[2])
-        if not train:
-            raise ConfigError(f"exclude_classes {config.exclude_classes} leaves no training clip")
-    noisy: list[int] = []
-    if config.noise_fraction > 0:
-        shuffled, noisy = inject_caption_noise(train + pool, config.noise_fraction, config.seed)
-        train, pool = shuffled[: len(train)], shuffled[len(train) :]
-    return PreparedData(train=train, validation=validation, test=split_clips(kept, "test"),
-                        mixture_pool=pool, noisy=noisy)
-
-
-def select_clips(clips: Sequence[Clip], config: TrainConfig) -> list[Clip]:
-    """The clips a run uses: those with every caption language, then the cross-validation split."""
-    out = with_languages(clips, config.languages) if config.languages else list(clips)
-    return cv_split(out, config.cv_folds, config.cv_fold) if config.cv_folds else out
-
-
-def with_languages(clips: Sequence[Clip], languages: Sequence[str]) -> list[Clip]:
-    """The clips that have captions in every one of ``languages`` (the others are logged)."""
-    kept = [c for c in clips if all(language_captions(c, lang) for lang in languages)]
-    if not kept:
-        raise ConfigError(f"no clip has captions in all of {list(languages)}: check the manifest's caption_<lang> columns")
-    if len(kept) < len(clips):
-        missing = {lang: sum(1 for c in clips if not language_captions(c, lang)) for lang in languages}
-        logger.warning("languages %s: %d of %d clips kept (clips lacking each language: %s)", list(languages),
-                       len(kept), len(clips), ", ".join(f"{k} {v}" for k, v in missing.items() if v))
-    return kept
-
-
-def clip_captions(clip: Clip, languages: Sequence[str]) -> list[str]:
-    """Every caption of a clip: ``clip.captions``, or those of all ``languages`` in order."""
-    if not languages:
-        return list(clip.captions)
-    return [t for lang in languages for t in language_captions(clip, lang)]
-
+# -- data and features -----------------------------------------------------------------------
 
 def epoch_rng(seed: int, epoch: int, purpose: str) -> random.Random:
     """A random source that depends only on (seed, epoch, purpose)."""
@@ -170,7 +83,7 @@ class FeatureSource:
                                        config.max_duration_s, progress=config.progress)
             self.audio_table = feats.to(device)
             self.audio_rows = {clips[i].clip_id: row for row, i in enumerate(ok)}
-            texts = sorted({t for c in clips for t in clip_captions(c, config.languages)})
+            texts = caption_texts(clips, config.languages)
             self.text_table = text_features(model, texts, config.features_cache, progress=config.progress).to(device)
             self.text_rows = {t: i for i, t in enumerate(texts)}
 
