@@ -1,4 +1,5 @@
-# atr-demo: `make demo` runs the app on the bundled model, `make test` runs the test suite.
+# atr-demo: `make demo` runs the app on the bundled model, `make test` runs the test suite,
+# `make test-fast` the suite without the real backbones and the browser, `make lint` runs ruff.
 # Both set up .venv/ first (torch, then torchaudio with the same pin, then the rest, then the
 # aiSFX backbone weights converted from the aisfx wheel).
 PYTHON ?= python3
@@ -8,7 +9,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 WEIGHTS_STAMP := $(VENV)/.aisfx-weights
 
-.PHONY: install test test-fast demo bench clean-venv
+.PHONY: install lint test test-fast demo bench clean-venv
 
 install: $(STAMP) $(WEIGHTS_STAMP)
 
@@ -23,6 +24,9 @@ $(STAMP): requirements.txt pyproject.toml
 $(WEIGHTS_STAMP): $(STAMP) training/convert_aisfx.py
 	$(PY) -m training convert-aisfx
 	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -rs

@@ -1,4 +1,4 @@
-"""The bundled checkpoint and gallery, and the bundle-model command."""
+"""The bundled checkpoint and gallery (real backbones: ``integration``), and the bundle-model command."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def bundled():
     return load_model()
 
 
+@pytest.mark.integration
 def test_bundled_model_loads_strictly_and_labels_a_tone(bundled, tmp_path: Path) -> None:
     assert bundled.config.loss.startswith("mltm") and bundled.config.audio.kind == "aisfx"
     tone = write_tone(tmp_path / "tone.wav", 1000.0, 1.5, sr=48000, channels=2)
@@ -37,6 +38,7 @@ def test_bundled_model_loads_strictly_and_labels_a_tone(bundled, tmp_path: Path)
     assert card.startswith("---") and "library_name: atr-demo" in card and "CC BY 4.0" in card
 
 
+@pytest.mark.integration
 def test_bundled_gallery_is_searchable(bundled, tmp_path: Path) -> None:
     gallery_dir = REPO / "bundled_gallery"
     rows = [json.loads(line) for line in (gallery_dir / "gallery.jsonl").read_text().splitlines()]
