@@ -1,4 +1,5 @@
-"""Shared file I/O: atomic writes, the content-addressed tensor store, the cache home, Markdown tables.
+"""Shared file I/O: atomic writes, file digests, the content-addressed tensor store, the cache home,
+the audio extensions and Markdown tables.
 
 Atomic writes go to a hidden temporary file in the target's own folder (``.<name>.<pid>.<token>.tmp``,
 created with the process umask), are flushed to disk with ``fsync`` and then renamed over the
@@ -8,6 +9,7 @@ partial one; if writing fails the temporary file is removed and the target is le
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -22,8 +24,11 @@ logger = logging.getLogger(__name__)
 #: Environment variable naming the cache home (default ``~/.cache/atr_demo``).
 CACHE_HOME_ENV = "ATR_DEMO_HOME"
 
-#: File suffixes (lower case) treated as audio when scanning folders.
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus")
+#: File suffixes (lower case) treated as audio when scanning folders: what
+#: :func:`atr_demo.decoding.decode_audio` reads (mp4/m4v: their audio track).
+AUDIO_EXTENSIONS: tuple[str, ...] = (
+    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".m4v", ".webm", ".wma", ".aiff", ".aif",
+)
 
 
 def cache_home() -> Path:
@@ -33,6 +38,15 @@ def cache_home() -> Path:
     ``aisfx/`` (converted aiSFX weights).
     """
     return Path(os.environ.get(CACHE_HOME_ENV) or Path.home() / ".cache" / "atr_demo").expanduser()
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 hex digest of a file's bytes (read in 1 MiB chunks): the content address of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # -- atomic writes ---------------------------------------------------------------------------

@@ -13,30 +13,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from atr_demo.audio import load_audio
 from atr_demo.errors import ATRError, AudioError
+from atr_demo.fileio import AUDIO_EXTENSIONS, TensorStore, cache_home, file_digest
 from atr_demo.model import ATRModel
-from atr_demo.state import file_digest
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus")
 METADATA_FILES = ("gallery.jsonl", "manifest.jsonl")
+#: File name of a model's embedding store inside its cache folder.
+EMBEDDINGS_NAME = "embeddings.safetensors"
 
 
 def default_cache_dir() -> Path:
-    """``$ATR_DEMO_HOME/embeddings`` (``ATR_DEMO_HOME`` defaults to ``~/.cache/atr_demo``)."""
-    home = os.environ.get("ATR_DEMO_HOME") or Path.home() / ".cache" / "atr_demo"
-    return Path(home) / "embeddings"
+    """``<cache home>/embeddings`` (see :func:`atr_demo.fileio.cache_home`)."""
+    return cache_home() / "embeddings"
 
 
 def model_fingerprint(model: ATRModel) -> str:
@@ -79,25 +77,6 @@ def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
                     rows[str((root / row["audio"]).resolve())] = row
             return rows
     return {}
-
-
-class EmbeddingCache:
-    """Content-addressed embedding store for one model: digest → (d,) tensor."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "embeddings.safetensors"
-        self.entries: dict[str, torch.Tensor] = {}
-        if self.path.is_file():
-            try:
-                self.entries = dict(load_file(str(self.path)))
-            except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
-                logger.warning("ignoring damaged embedding cache %s (%s)", self.path, exc)
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in self.entries.items()}, str(tmp))
-        os.replace(tmp, self.path)
 
 
 @dataclass
@@ -148,9 +127,10 @@ def index_gallery(
         files.extend(find_audio_files(source))
         if source.is_dir():
             metadata_by_path.update(read_metadata(source))
-    cache = EmbeddingCache(Path(cache_dir or default_cache_dir()) / model_fingerprint(model))
+    cache = TensorStore(Path(cache_dir or default_cache_dir()) / model_fingerprint(model) / EMBEDDINGS_NAME,
+                        "embedding cache")
     digests = {f: file_digest(f) for f in files}
-    todo = [f for f in files if digests[f] not in cache.entries]
+    todo = [f for f in files if digests[f] not in cache]
     skipped: list[tuple[Path, str]] = []
     if todo:
         logger.info("embedding %d new or changed file(s) of %d", len(todo), len(files))
@@ -170,18 +150,17 @@ def index_gallery(
                 model.eval()
                 emb = model.encode_audio(waves).cpu()
             for f, e in zip(ok, emb):
-                cache.entries[digests[f]] = e.clone()
+                cache.put(digests[f], e)
         bar.update(len(batch))
     bar.close()
-    if todo:
-        cache.save()
+    cache.save()
     bad = {f for f, _ in skipped}
     kept = [f for f in files if f not in bad]
     metadata = [
         {"file": str(f), **metadata_by_path.get(str(f.resolve()), {})} for f in kept
     ]
     embeddings = (
-        torch.stack([cache.entries[digests[f]] for f in kept])
+        torch.stack([cache.get(digests[f]) for f in kept])
         if kept else torch.empty(0, model.config.embed_dim)
     )
     return Gallery(files=kept, embeddings=embeddings, metadata=metadata, skipped=skipped)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,10 +26,11 @@ from torch import nn
 
 from atr_demo.audio import load_audio
 from atr_demo.backbones import build_backbone
+from atr_demo.checkpoint import verify_state_dict
 from atr_demo.config import BackboneConfig, ModelConfig
 from atr_demo.errors import CheckpointError, ConfigError
+from atr_demo.fileio import atomic_write
 from atr_demo.metric import MahalanobisMetric
-from atr_demo.state import verify_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -176,21 +176,11 @@ class ATRModel(nn.Module):
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / CONFIG_NAME, lambda p: self.config.save(p))
+        atomic_write(directory / CONFIG_NAME, self.config.save)
         metadata = {"format": "pt", "atr_demo_config_version": str(self.config.version)}
-        _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(self.checkpoint_state_dict(), str(p), metadata))
+        state = self.checkpoint_state_dict()
+        atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata))
         return directory
-
-
-def _atomic_write(path: Path, write: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))  # type: ignore[operator]
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # -- the factory -------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from atr_demo.fileio import markdown_table
+
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES = ("a dog barks", "rain on a tin roof", "footsteps on gravel", "a door slams", "birds at dawn",
            "an engine idles", "glass breaks", "a crowd applauds")
@@ -182,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nmodel: {args.model}; gallery: {described}; "
           f"torch threads: {torch.get_num_threads()}; repeats: {args.repeats}\n")
-    print("| measurement | value |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+    print(markdown_table(["measurement", "value"], rows))
     return 0
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from atr_demo import fileio
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.model import ATRModel, load_model
 from atr_demo.structure import DISTANCES, owner_means, plot_knn_overlap, structure_report
@@ -114,18 +115,18 @@ def markdown_table(result: dict[str, Any]) -> str:
     """Rows (comparison, distance), columns k and linear CKA; a last row with the chance level."""
     ks = [str(k) for k in result["ks"]]
     head = ["comparison", "distance", *[f"k={k}" for k in ks], "linear CKA"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows: list[list[str]] = []
     chance: dict[str, float] = {}
     for name, report in result["comparisons"].items():
         chance = report["chance"]
-        rows = report["knn"].items() or [("–", {})]
-        for r, (distance, values) in enumerate(rows):
+        knn = report["knn"].items() or [("–", {})]
+        for r, (distance, values) in enumerate(knn):
             cells = [name if r == 0 else "", distance]
             cells += [f"{values[k]:.3f}" if k in values else "–" for k in ks]
             cells.append(f"{report['cka']:.3f}" if r == 0 else "")
-            lines.append("| " + " | ".join(cells) + " |")
-    lines.append("| " + " | ".join(["chance", "–", *[f"{chance[k]:.3f}" for k in ks], "–"]) + " |")
-    lines.append("")
+            rows.append(cells)
+    rows.append(["chance", "–", *[f"{chance[k]:.3f}" for k in ks], "–"])
+    lines = [fileio.markdown_table(head, rows), ""]
     note = (f"{result['n_clips']} clips; k-NN similarity = mean Jaccard index of the k nearest other clips "
             "in each space (1 = same neighbours); chance = two unrelated spaces.")
     if result.get("compare"):

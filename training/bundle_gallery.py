@@ -20,6 +20,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from atr_demo.audio import decode_audio
+from atr_demo.fileio import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +102,12 @@ def write_licences(corpus: Path, entries: list[dict[str, Any]], out: Path) -> No
         "licence texts), decoded, down-mixed to mono and re-encoded as Ogg Vorbis; long recordings",
         "were cut into segments. Built by `python -m training bundle-gallery`.",
         "",
-        "| file | caption | package | original file | author | licence |",
-        "|---|---|---|---|---|---|",
+        markdown_table(
+            ["file", "caption", "package", "original file", "author", "licence"],
+            [[e["audio"], e["caption"], e["source"], (e["original_name"] or "").split(":")[-1],
+              e["author"] or "unknown", e["licence"]] for e in entries],
+        ),
     ]
-    for e in entries:
-        original = (e["original_name"] or "").split(":")[-1]
-        lines.append(
-            f"| {e['audio']} | {e['caption']} | {e['source']} | {original} | {e['author'] or 'unknown'} | {e['licence']} |"
-        )
     (out / "LICENSES.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

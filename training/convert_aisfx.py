@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import math
-import os
 import pickle
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from torch import Tensor
 
 from atr_demo.audio import FrontendConfig, LogMelFrontend, to_blocks
 from atr_demo.backbones.aisfx import AisfxCNN, default_weights_path
-from atr_demo.state import file_digest
+from atr_demo.fileio import atomic_write_bytes, file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -148,26 +147,17 @@ def backbone_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return kept
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Create ``path``'s folder and write ``data`` atomically (mode 0666 minus the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the weights and golden data are not secret
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def write_weights(out: Path, state: dict[str, Tensor], wheel: Path, wheel_sha: str, dropped: list[str]) -> None:
     from safetensors.torch import save
 
     data = save(state, metadata={"source": f"aisfx=={AISFX_VERSION}:{CHECKPOINT_MEMBER}", "license": LICENSE})
-    _atomic_write_bytes(out, data)
+    _write_bytes(out, data)
     meta = {
         "model": "aiSFX CNN (Cnn_9layers, max pooling) embedding net",
         "source_package": f"aisfx=={AISFX_VERSION}",
@@ -187,7 +177,7 @@ def write_weights(out: Path, state: dict[str, Tensor], wheel: Path, wheel_sha: s
         "citation": "A. B. Ma and A. Lerch, Representation Learning for the Automatic Indexing of "
                     "Sound Effects Libraries, Proc. ISMIR 2022.",
     }
-    _atomic_write_bytes(metadata_path(out), (json.dumps(meta, indent=2) + "\n").encode())
+    _write_bytes(metadata_path(out), (json.dumps(meta, indent=2) + "\n").encode())
     logger.info("wrote %s (%d tensors) and %s", out, len(state), metadata_path(out).name)
 
 
@@ -249,7 +239,7 @@ def write_golden(path: Path, wheel: Path, state: Mapping[str, Tensor]) -> None:
         "torch_version": torch.__version__,
         "seed": str(GOLDEN_SEED),
     }
-    _atomic_write_bytes(path, save(tensors, metadata=metadata))
+    _write_bytes(path, save(tensors, metadata=metadata))
     logger.info("wrote golden parity data %s (%s)", path, ", ".join(sorted(tensors)))
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from atr_demo import fileio
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.evaluation import (
     audio_to_text_metrics,
@@ -223,16 +224,16 @@ def evaluate_languages(
 def languages_table(result: dict[str, Any]) -> str:
     """Markdown: one row per (scoring, language) and the MRV row."""
     head = ["scoring", "language", "T→A R@1", "R@5", "R@10", "mAP@10", "A→T R@1", "R@5", "R@10", "mAP@10"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows: list[list[str]] = []
     for mode, entry in result.items():
         for lang, m in entry["languages"].items():
-            cells = [mode, lang] + [f"{m[d][k]:.3f}" for d in ("text_to_audio", "audio_to_text")
-                                    for k in ("R@1", "R@5", "R@10", "mAP@10")]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append([mode, lang] + [f"{m[d][k]:.3f}" for d in ("text_to_audio", "audio_to_text")
+                                        for k in ("R@1", "R@5", "R@10", "mAP@10")])
         if "mrv" in entry:
-            lines.append(f"| {mode} | MRV (lower is better) | {entry['mrv']['text_to_audio']:.2f} | | | | "
-                         f"{entry['mrv']['audio_to_text']:.2f} | | | |")
-    return "\n".join(lines)
+            mrv = entry["mrv"]
+            rows.append([mode, "MRV (lower is better)", f"{mrv['text_to_audio']:.2f}", "", "", "",
+                         f"{mrv['audio_to_text']:.2f}", "", "", ""])
+    return fileio.markdown_table(head, rows)
 
 
 def zeroshot_leakage(model: ATRModel, clips: Sequence[Clip], audio: torch.Tensor, label_set: Any,
@@ -299,16 +300,15 @@ def leakage_section(model: ATRModel, clips: Sequence[Clip], audio: torch.Tensor,
 def leakage_table(section: dict[str, Any]) -> str:
     """Markdown of :func:`leakage_section`."""
     head = ["scoring", "seen top-1", "seen top-5", "unseen top-1", "unseen top-5", "seen clips", "unseen clips"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rows = list(section.get("zeroshot", {}).items())
+    scorings = list(section.get("zeroshot", {}).items())
     if section.get("probe"):
-        rows.append(("linear probe (audio backbone)", section["probe"]))
-    for name, s in rows:
+        scorings.append(("linear probe (audio backbone)", section["probe"]))
+    rows = []
+    for name, s in scorings:
         cells = [name] + [f"{s[g][k]:.3f}" for g, k in (("seen", "top1"), ("seen", "top5"), ("unseen", "top1"), ("unseen", "top5"))]
-        cells += [str(s["seen"]["n"]), str(s["unseen"]["n"])]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells + [str(s["seen"]["n"]), str(s["unseen"]["n"])])
     seen = section.get("seen_classes", {})
-    lines.append("")
+    lines = [fileio.markdown_table(head, rows), ""]
     lines.append(f"Classes named in the training captions ({len(seen)}): " + ", ".join(sorted(seen)))
     return "\n".join(lines)
 
@@ -337,14 +337,14 @@ def markdown_table(result: dict[str, Any]) -> str:
     """One row per scoring mode: R@1/5/10 and mAP@10 both ways, median ranks, zero-shot."""
     head = ["scoring", "T→A R@1", "R@5", "R@10", "mAP@10", "med", "A→T R@1", "R@5", "R@10", "mAP@10", "med",
             "ZS top-1", "ZS top-5"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for mode, e in result["modes"].items():
         t, a, z = e["text_to_audio"], e["audio_to_text"], e.get("zeroshot")
         cells = [mode] + [f"{t[k]:.3f}" for k in ("R@1", "R@5", "R@10", "mAP@10")] + [f"{t['median_rank']:g}"]
         cells += [f"{a[k]:.3f}" for k in ("R@1", "R@5", "R@10", "mAP@10")] + [f"{a['median_rank']:g}"]
         cells += [f"{z['top1']:.3f}", f"{z['top5']:.3f}"] if z else ["–", "–"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+        rows.append(cells)
+    lines = [fileio.markdown_table(head, rows), ""]
     lines.append(f"{result['n_clips']} clips, {result['n_captions']} captions; modality gap {result['modality_gap']:.3f}.")
     return "\n".join(lines)
 

@@ -7,8 +7,8 @@ Layout of the cache folder::
 
 The fingerprint digests the tower's config (kind, name, revision, dims, pooling), its front-end
 config and its weights, so a changed backbone never reads stale features. A mixture's key
-composes its sources' keys and the gain. Files are rewritten atomically; an interrupted run keeps
-what was saved at its last flush.
+composes its sources' keys and the gain. The files are :class:`atr_demo.fileio.TensorStore` files,
+rewritten atomically when they grew; an interrupted run keeps what was last written.
 
 Command: ``python -m training features --config FILE [--set key=value ...]`` caches the audio of
 every clip (and the configured mixtures) and the text of every caption of the run's data.
@@ -20,17 +20,15 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from atr_demo.errors import ATRError, AudioError
 from atr_demo.model import ATRModel, create_model
-from atr_demo.state import file_digest
+from atr_demo.fileio import TensorStore, cache_home, file_digest
 
 from training.config import load_train_config
 from training.datasets import Clip, load_clip_audio
@@ -40,9 +38,8 @@ logger = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    """``$ATR_DEMO_HOME/features`` (``ATR_DEMO_HOME`` defaults to ``~/.cache/atr_demo``)."""
-    home = os.environ.get("ATR_DEMO_HOME") or Path.home() / ".cache" / "atr_demo"
-    return Path(home) / "features"
+    """``<cache home>/features`` (see :func:`atr_demo.fileio.cache_home`)."""
+    return cache_home() / "features"
 
 
 def tower_fingerprint(model: ATRModel, tower: str) -> str:
@@ -58,40 +55,6 @@ def tower_fingerprint(model: ATRModel, tower: str) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-class FeatureStore:
-    """A content-addressed key → (D,) float32 tensor store in one safetensors file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.entries: dict[str, torch.Tensor] = {}
-        self.dirty = False
-        if path.is_file():
-            try:
-                self.entries = dict(load_file(str(path)))
-            except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
-                logger.warning("ignoring damaged feature cache %s (%s)", path, exc)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.entries
-
-    def get(self, key: str) -> torch.Tensor:
-        return self.entries[key]
-
-    def put(self, key: str, value: torch.Tensor) -> None:
-        self.entries[key] = value.detach().to("cpu", torch.float32).contiguous().clone()
-        self.dirty = True
-
-    def flush(self) -> None:
-        """Write the store atomically if anything changed."""
-        if not self.dirty:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        save_file(self.entries, str(tmp))
-        os.replace(tmp, self.path)
-        self.dirty = False
 
 
 class _Digests:
@@ -132,7 +95,8 @@ def audio_features(
         (features (n_ok, D_audio) float32 on the CPU, indices of the clips they belong to).
         Clips whose audio cannot be decoded are skipped with a warning.
     """
-    store = FeatureStore(Path(cache_dir or default_cache_dir()) / f"audio-{tower_fingerprint(model, 'audio')}.safetensors")
+    folder = Path(cache_dir or default_cache_dir())
+    store = TensorStore(folder / f"audio-{tower_fingerprint(model, 'audio')}.safetensors", "feature cache")
     digest = _Digests()
     keys = [clip_key(c, digest, max_duration_s) for c in clips]
     todo = [i for i, k in enumerate(keys) if k not in store]
@@ -157,11 +121,11 @@ def audio_features(
                     store.put(keys[i], f)
             bar.update(len(todo[start : start + batch_size]))
             if (start // batch_size) % 50 == 49:
-                store.flush()
+                store.save()
         bar.close()
     finally:
         model.train(was_training)
-        store.flush()
+        store.save()
     ok = [i for i in range(len(clips)) if i not in bad]
     if not ok:
         return torch.empty(0, model.audio_backbone.output_dim), ok
@@ -176,7 +140,8 @@ def text_features(
     progress: bool = True,
 ) -> torch.Tensor:
     """Frozen text-backbone features (n, D_text) of ``texts``, from and into the cache."""
-    store = FeatureStore(Path(cache_dir or default_cache_dir()) / f"text-{tower_fingerprint(model, 'text')}.safetensors")
+    folder = Path(cache_dir or default_cache_dir())
+    store = TensorStore(folder / f"text-{tower_fingerprint(model, 'text')}.safetensors", "feature cache")
     keys = [text_key(t) for t in texts]
     todo = sorted({k: t for k, t in zip(keys, texts) if k not in store}.items())
     was_training = model.training
@@ -191,7 +156,7 @@ def text_features(
                 store.put(k, f)
     finally:
         model.train(was_training)
-        store.flush()
+        store.save()
     if not keys:
         return torch.empty(0, model.text_backbone.output_dim)
     return torch.stack([store.get(k) for k in keys])

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from atr_demo.errors import ATRError, ConfigError
+from atr_demo.fileio import atomic_write_text
 
 from training.corpus import debian
 from training.datasets import LANG_COLUMN
@@ -121,9 +122,7 @@ def build(corpus: Path, cache_dir: Path | None = None) -> tuple[Path, dict[str, 
     if missing:
         logger.warning("%d of %d %s clips have no description text and are left out", missing, len(stamps), PACKAGE)
     path = corpus / "multilingual.jsonl"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows))
     with open(corpus / "multilingual_coverage.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["language", "clips", "train", "validation", "test"])

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.evaluation import retrieval_metrics
+from atr_demo.fileio import atomic_replace_dir
 from atr_demo.losses import build_loss
 from atr_demo.model import ATRModel, create_model
 
@@ -225,18 +226,6 @@ def deferred_sigint() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def swap_in(tmp: Path, target: Path) -> None:
-    """Replace folder ``target`` by ``tmp`` with renames (``target.old`` exists only in between)."""
-    old = target.with_name(target.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def save_checkpoint(
     out: Path,
     model: ATRModel,
@@ -260,7 +249,7 @@ def save_checkpoint(
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         state = {**trainer, "optimizer": optim_json, "loss": loss_json, "rng": rng_json}
         (tmp / "trainer_state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
-        swap_in(tmp, out / "last")
+        atomic_replace_dir(tmp, out / "last")
 
 
 def save_best(out: Path, model: ATRModel, config: TrainConfig, metrics: dict[str, Any]) -> None:
@@ -271,7 +260,7 @@ def save_best(out: Path, model: ATRModel, config: TrainConfig, metrics: dict[str
         model.save_pretrained(tmp)
         config.save(tmp / "train_config.json")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        swap_in(tmp, out / "best")
+        atomic_replace_dir(tmp, out / "best")
 
 
 def find_last(out: Path) -> Path | None:

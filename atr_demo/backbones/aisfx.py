@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atr_demo.audio import FrontendConfig, LogMelFrontend, to_blocks
+from atr_demo.checkpoint import verify_state_dict
 from atr_demo.errors import CheckpointError
-from atr_demo.state import verify_state_dict
+from atr_demo.fileio import cache_home
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ __all__ = [
 
 CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)
 WEIGHTS_ENV = "ATR_DEMO_AISFX_WEIGHTS"
-HOME_ENV = "ATR_DEMO_HOME"
 
 
 class ConvBlock(nn.Module):
@@ -251,8 +251,7 @@ def default_weights_path() -> Path:
     explicit = os.environ.get(WEIGHTS_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    home = Path(os.environ.get(HOME_ENV) or "~/.cache/atr_demo").expanduser()
-    return home / "aisfx" / "aisfx_cnn.safetensors"
+    return cache_home() / "aisfx" / "aisfx_cnn.safetensors"
 
 
 def load_pretrained_weights(

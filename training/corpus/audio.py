@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from atr_demo.fileio import atomic_write
+
 SILENCE_PEAK = 1e-3
 MIN_DURATION_S = 0.1
 
@@ -32,7 +34,10 @@ def is_usable(samples: np.ndarray, sample_rate: int) -> bool:
 
 def write_flac(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     """Write ``samples`` as 16-bit mono FLAC (clipped to [-1, 1]); atomic via a temp file."""
+    clipped = np.clip(samples, -1.0, 1.0)
+
+    def write(tmp: Path) -> None:
+        sf.write(tmp, clipped, sample_rate, format="FLAC", subtype="PCM_16")
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    sf.write(tmp, np.clip(samples, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
-    tmp.replace(path)
+    atomic_write(path, write)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from atr_demo.fileio import atomic_write_text
 from training.corpus import audio, debian
 from training.corpus.clip import Dropped, ManifestRow, SourceClip
 from training.corpus.grouping import slug
@@ -243,11 +244,9 @@ def remove_stale_audio(folder: Path, keep: set[str], out: Path) -> None:
 
 def write_manifest(rows: list[ManifestRow], path: Path) -> None:
     """One JSON object per line, sorted by clip id, written atomically."""
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in sorted(rows, key=lambda r: r.clip_id):
-            handle.write(json.dumps(row.to_json_dict(), ensure_ascii=False, sort_keys=False) + "\n")
-    tmp.replace(path)
+    lines = [json.dumps(row.to_json_dict(), ensure_ascii=False, sort_keys=False) + "\n"
+             for row in sorted(rows, key=lambda r: r.clip_id)]
+    atomic_write_text(path, "".join(lines))
 
 
 def write_dropped(dropped: list[Dropped], path: Path) -> None:

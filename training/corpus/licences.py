@@ -7,6 +7,7 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from atr_demo.fileio import markdown_table
 from training.corpus.clip import ManifestRow
 
 
@@ -57,18 +58,16 @@ def write_licences(
         "`LICENSES.csv` and in `manifest.jsonl`; each package's Debian copyright file, which",
         "holds the full licence texts, is copied to `licenses/<package>.copyright`.",
         "",
-        "| package | package licence | clips | licences of the clips | copyright file |",
-        "|---|---|---:|---|---|",
     ]
     per_package: dict[str, Counter[str]] = defaultdict(Counter)
     for row in rows:
         per_package[row.package][row.licence] += 1
+    table = []
     for package in sorted(package_licences):
         counts = per_package.get(package, Counter())
         licences = ", ".join(f"{name} ({n})" for name, n in sorted(counts.items()))
         copyright_ref = copied.get(package) or "(not found)"
-        lines.append(
-            f"| {package} | {package_licences[package]} | {sum(counts.values())} | {licences} | {copyright_ref} |"
-        )
-    lines.append("")
+        table.append([package, package_licences[package], str(sum(counts.values())), licences, copyright_ref])
+    head = ["package", "package licence", "clips", "licences of the clips", "copyright file"]
+    lines += [markdown_table(head, table, right={2}), ""]
     (out / "LICENSES.md").write_text("\n".join(lines), encoding="utf-8")

@@ -1,22 +1,10 @@
-"""Small helpers for weights on disk: strict state-dict checks and file digests."""
+"""Checkpoint helpers: the strict state-dict check used when loading weights."""
 
 from __future__ import annotations
-
-import hashlib
-from pathlib import Path
 
 import torch
 
 from atr_demo.errors import CheckpointError
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 hex digest of a file's bytes (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _names(keys: list[str], limit: int = 5) -> str:
