@@ -7,9 +7,9 @@ Pipeline (all deterministic)::
                  --LogMelFrontend--> (frames, n_mels) log-mel
                  --to_blocks--> (n_blocks, block_frames, n_mels) network input
 
-Decoding uses :mod:`soundfile` (libsndfile: wav, flac, ogg/vorbis, mp3, aiff, ...), because
-``torchaudio.load`` needs torchcodec from torchaudio 2.9 on. Resampling uses
-:func:`torchaudio.functional.resample` (windowed-sinc, deterministic).
+Decoding lives in :mod:`atr_demo.decoding` (PyAV/FFmpeg for every common container and codec,
+libsndfile where it is faster); ``torchaudio.load`` needs torchcodec from torchaudio 2.9 on.
+Resampling uses :func:`torchaudio.functional.resample` (windowed-sinc, deterministic).
 
 Every user-caused problem raises a subclass of :class:`atr_demo.errors.AudioError` whose message
 says what is wrong and what to do.
@@ -17,30 +17,28 @@ says what is wrong and what to do.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import dataclasses
-import io
 import logging
 import math
-import re
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
-from atr_demo.errors import (
-    AudioDecodeError,
-    AudioTooLongError,
-    ConfigError,
-    EmptyAudioError,
-    InvalidAudioError,
+from atr_demo.decoding import (
+    MAX_CHANNELS,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    SUPPORTED_FORMATS,
+    check_audio_format,
+    decode_audio,
 )
+from atr_demo.errors import ConfigError, EmptyAudioError, InvalidAudioError
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +54,6 @@ __all__ = [
     "prepare_waveform",
     "to_blocks",
 ]
-
-#: Smallest and largest accepted input sample rate (Hz).
-MIN_SAMPLE_RATE = 8_000
-MAX_SAMPLE_RATE = 192_000
-#: Largest accepted number of channels (7.1 surround).
-MAX_CHANNELS = 8
-#: Formats named in error messages (libsndfile reads a few more, e.g. aiff, au, caf).
-SUPPORTED_FORMATS = ("wav", "flac", "ogg (vorbis)", "mp3")
-
-_FORMATS_HINT = (
-    "supported formats are " + ", ".join(SUPPORTED_FORMATS) + "; convert the file, e.g. "
-    "`ffmpeg -i input.m4a output.wav`"
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,117 +118,8 @@ class FrontendConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Decoding and validation
+# Validation and resampling (decoding: atr_demo.decoding)
 # --------------------------------------------------------------------------------------------
-
-_WAV_DATA_SIZE = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
-
-
-def _truncation_reason(extra_info: str) -> str | None:
-    """Recognise libsndfile's notes about a file that ends early (it otherwise reads what is there).
-
-    WAV: the data chunk declares more bytes than the file holds (streaming writers that declare
-    0 or 0xFFFFFFFF bytes are not flagged). Ogg: the last page lacks its end-of-stream flag.
-    """
-    match = _WAV_DATA_SIZE.search(extra_info)
-    if match:
-        declared, actual = int(match.group(1)), int(match.group(2))
-        if actual < declared < 0x7FFFFFF0:
-            return f"the header declares {declared} bytes of audio data but only {actual} are present"
-    if "Last page lacks an end-of-stream bit" in extra_info:
-        return "the Ogg stream ends without its end-of-stream page"
-    return None
-
-
-def _check_header(channels: int, rate: int, frames: int, max_duration_s: float | None, what: str) -> None:
-    if channels < 1 or channels > MAX_CHANNELS:
-        raise InvalidAudioError(
-            f"{what} has {channels} channels; at most {MAX_CHANNELS} are supported — "
-            "downmix it to mono or stereo first"
-        )
-    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise InvalidAudioError(
-            f"{what} has a sample rate of {rate} Hz; supported rates are "
-            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz — resample it first"
-        )
-    if max_duration_s is not None and frames / rate > max_duration_s:
-        raise AudioTooLongError(
-            f"{what} lasts {frames / rate:.1f} s, longer than the maximum of {max_duration_s:g} s — "
-            "cut it into shorter clips"
-        )
-
-
-def decode_audio(
-    source: str | Path | bytes, *, max_duration_s: float | None = None
-) -> tuple[np.ndarray, int]:
-    """Decode an audio file (path or the file's bytes) with soundfile.
-
-    The header is read first (``soundfile.info``-equivalent) so that a too-long clip, an
-    unsupported rate or too many channels fail before any sample is decoded.
-
-    Args:
-        source: path of the file, or its content as bytes.
-        max_duration_s: if given, clips longer than this raise AudioTooLongError.
-
-    Returns:
-        ``(samples, rate)``: ``samples`` float32 of shape (frames, channels), ``rate`` in Hz.
-
-    Raises:
-        AudioDecodeError: missing/empty/truncated/corrupt file or an unsupported format.
-        EmptyAudioError: the file decodes to zero samples.
-        InvalidAudioError: NaN/inf samples, > 8 channels, rate outside 8–192 kHz.
-        AudioTooLongError: longer than ``max_duration_s``.
-    """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        what = "the audio data"
-        if not data:
-            raise AudioDecodeError("the audio data is empty (0 bytes); upload a non-empty audio file")
-        file: Any = io.BytesIO(data)
-    elif isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
-        what = f"audio file {str(path)!r}"
-        if not path.exists():
-            raise AudioDecodeError(f"{what} does not exist; check the path")
-        if not path.is_file():
-            raise AudioDecodeError(f"{what} is not a regular file; give the path of an audio file")
-        if path.stat().st_size == 0:
-            raise AudioDecodeError(f"{what} is empty (0 bytes); re-export or re-download it")
-        file = str(path)
-    else:
-        raise TypeError(f"decode_audio expects a path or bytes, got {type(source).__name__}")
-
-    try:
-        handle = sf.SoundFile(file)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioDecodeError(
-            f"{what} is not readable audio (corrupt, truncated or an unsupported format: {exc}); "
-            f"{_FORMATS_HINT}"
-        ) from exc
-    with handle:
-        channels, rate, frames = handle.channels, handle.samplerate, handle.frames
-        _check_header(channels, rate, frames, max_duration_s, what)
-        reason = _truncation_reason(handle.extra_info)
-        if reason is not None:
-            raise AudioDecodeError(f"{what} is truncated: {reason}; re-export or re-download it")
-        try:
-            samples = handle.read(dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioDecodeError(
-                f"{what} could not be decoded, it is probably truncated or corrupt ({exc}); "
-                "re-export or re-download it"
-            ) from exc
-    if samples.shape[0] < frames:
-        raise AudioDecodeError(
-            f"{what} is truncated: its header announces {frames} frames but only "
-            f"{samples.shape[0]} could be decoded; re-export or re-download it"
-        )
-    if samples.shape[0] == 0:
-        raise EmptyAudioError(f"{what} holds no samples; record or export a clip with sound")
-    if not np.isfinite(samples).all():
-        raise InvalidAudioError(f"{what} contains NaN or infinite samples; re-export it")
-    return samples, int(rate)
-
 
 _INT_SCALES: dict[torch.dtype, float] = {
     torch.int8: 2.0**7,
@@ -317,7 +193,7 @@ def prepare_waveform(
             f"the audio has {channels} channels (shape {tuple(wave.shape)}); at most {MAX_CHANNELS} are "
             "supported — the expected layout is (samples, channels): transpose a (channels, samples) array"
         )
-    _check_header(channels, sr, n, max_duration_s, "the audio")
+    check_audio_format(channels, sr, n, max_duration_s, "the audio")
     if n == 0:
         raise EmptyAudioError("the audio holds no samples; record or upload a clip with sound")
     if not torch.isfinite(wave).all():
@@ -358,12 +234,15 @@ def load_audio(
 ) -> Tensor:
     """Decode, validate, downmix to mono and resample an audio file.
 
+    With ``max_duration_s`` a longer clip raises AudioTooLongError after decoding at most
+    ``max_duration_s`` seconds of it (see :func:`atr_demo.decoding.decode_audio`).
+
     Returns:
         float32 tensor (samples,) at ``sample_rate``.
 
     Raises:
         AudioDecodeError, EmptyAudioError, InvalidAudioError, AudioTooLongError
-        (see :func:`decode_audio`).
+        (see :func:`atr_demo.decoding.decode_audio`).
     """
     samples, rate = decode_audio(source, max_duration_s=max_duration_s)
     return prepare_waveform(samples, rate, sample_rate, max_duration_s=max_duration_s)
