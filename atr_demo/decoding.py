@@ -17,7 +17,7 @@ at 44.1 kHz (2-core CPU, median of 25 decodes, PyAV 18.1 / libsndfile 1.2.2):
     flac      5.5 ms     6.3 ms     identical
     aiff      2.0 ms     3.8 ms     identical
     vorbis    12.1 ms    7.1 ms     ≤ 3.6e-7 apart; on the 140 bundled clips equal speed (50 vs 49 ms
-                                    for 20) but 37 clips differ in length by up to ±450 samples
+                                    for 20) but 37 clips differ in length, by up to 928 samples
     ========  =========  =========  ==============================================
 
 Vorbis stays on libsndfile so that the bundled gallery (140 Ogg/Vorbis clips) decodes exactly as
