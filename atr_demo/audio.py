@@ -17,19 +17,19 @@ says what is wrong and what to do.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
+from pydantic import ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from atr_demo.config import ConfigModel
 from atr_demo.decoding import (
     MAX_CHANNELS,
     MAX_SAMPLE_RATE,
@@ -38,7 +38,7 @@ from atr_demo.decoding import (
     check_audio_format,
     decode_audio,
 )
-from atr_demo.errors import ConfigError, EmptyAudioError, InvalidAudioError
+from atr_demo.errors import EmptyAudioError, InvalidAudioError
 
 logger = logging.getLogger(__name__)
 
@@ -61,60 +61,46 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FrontendConfig:
+class FrontendConfig(ConfigModel):
     """Parameters of the aiSFX log-mel front-end (defaults: the values the network was trained on).
+
+    A frozen :class:`~atr_demo.config.ConfigModel`: unknown keys and non-positive sizes raise
+    :class:`~atr_demo.errors.ConfigError` naming the key.
 
     Attributes:
         sample_rate: rate (Hz) the waveform is resampled to before the STFT.
         n_fft: STFT frame length and FFT size (samples); ``n_fft // 2 + 1`` frequency bins.
         hop_length: STFT hop (samples); 1024 / 44100 Hz ≈ 23.2 ms per frame.
         n_mels: number of mel bands.
-        f_min, f_max: frequency range (Hz) of the mel filterbank.
+        f_min, f_max: frequency range (Hz) of the mel filterbank, 0 <= f_min < f_max <= sample_rate / 2.
         log_scale: ``s`` in ``log10(1 + s · mel)``.
         norm_divisor: the log-mel is divided by this (the training-set maximum, 9.4578).
         block_frames: frames per network input block (100 frames ≈ 2.32 s).
         block_hop_frames: hop between blocks (frames).
     """
 
-    sample_rate: int = 44100
-    n_fft: int = 2048
-    hop_length: int = 1024
-    n_mels: int = 96
-    f_min: float = 0.0
-    f_max: float = 22050.0
-    log_scale: float = 10000.0
-    norm_divisor: float = 9.4578
-    block_frames: int = 100
-    block_hop_frames: int = 50
+    model_config = ConfigDict(frozen=True)
+    config_name: ClassVar[str] = "front-end config"
 
-    def __post_init__(self) -> None:
-        positive = ("sample_rate", "n_fft", "hop_length", "n_mels", "log_scale", "norm_divisor",
-                    "block_frames", "block_hop_frames")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"FrontendConfig.{name} must be a positive number, got {value!r}")
+    sample_rate: int = Field(default=44100, gt=0)
+    n_fft: int = Field(default=2048, gt=0)
+    hop_length: int = Field(default=1024, gt=0)
+    n_mels: int = Field(default=96, gt=0)
+    f_min: float = Field(default=0.0, ge=0)
+    f_max: float = 22050.0
+    log_scale: float = Field(default=10000.0, gt=0)
+    norm_divisor: float = Field(default=9.4578, gt=0)
+    block_frames: int = Field(default=100, gt=0)
+    block_hop_frames: int = Field(default=50, gt=0)
+
+    @model_validator(mode="after")
+    def _band_fits(self) -> FrontendConfig:
         if not 0.0 <= self.f_min < self.f_max <= self.sample_rate / 2:
-            raise ConfigError(
-                f"FrontendConfig needs 0 <= f_min < f_max <= sample_rate / 2, got f_min={self.f_min}, "
+            raise ValueError(
+                f"the mel band needs 0 <= f_min < f_max <= sample_rate / 2, got f_min={self.f_min}, "
                 f"f_max={self.f_max}, sample_rate={self.sample_rate}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of all fields (JSON-serialisable)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FrontendConfig:
-        """Build from a dict; missing keys take their defaults, unknown keys raise ConfigError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown FrontendConfig key(s) {unknown}; valid keys are {sorted(known)}"
-            )
-        return cls(**data)
+        return self
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,28 +1,142 @@
-"""The model configuration: one dataclass tree serialised as ``config.json`` beside the weights."""
+"""The model configuration: one pydantic model tree serialised as ``config.json`` beside the weights.
+
+:class:`ConfigModel` is the base of every configuration of the project (this model config, the
+front-end config of :mod:`atr_demo.audio`, the training config of ``training.config``): unknown
+keys are rejected (``extra="forbid"``), values are checked strictly (no ``"10"`` for an int, no
+``1`` for a bool; an int is accepted for a float), choices are ``Literal`` types, and assignments
+are validated too. Every failure is raised as one :class:`~atr_demo.errors.ConfigError` whose
+message names the config, the key, what is wrong and the valid keys or values.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Self, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from atr_demo.errors import ConfigError
 
-AUDIO_KINDS = ("aisfx", "hf_audio", "tiny_audio")
-TEXT_KINDS = ("hf_text", "tiny_text")
+AudioKind = Literal["aisfx", "hf_audio", "tiny_audio"]
+TextKind = Literal["hf_text", "tiny_text"]
+AUDIO_KINDS: tuple[str, ...] = get_args(AudioKind)
+TEXT_KINDS: tuple[str, ...] = get_args(TextKind)
+BackboneKind = Literal[AudioKind, TextKind]
 #: Backbones whose weights come from a hub id; their weights are stored in a checkpoint only
 #: when they are trained (otherwise the checkpoint pins the id and revision).
 EXTERNAL_KINDS = ("hf_audio", "hf_text")
-METRICS = ("euclidean", "mahalanobis")
-SCORINGS = ("cosine", "metric", "transport")
+Metric = Literal["euclidean", "mahalanobis"]
+Scoring = Literal["cosine", "metric", "transport"]
+METRICS: tuple[str, ...] = get_args(Metric)
+SCORINGS: tuple[str, ...] = get_args(Scoring)
 
 CONFIG_VERSION = 1
 
+_MAX_SHOWN = 80
 
-@dataclass
-class BackboneConfig:
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, shortened to about 80 characters."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _model_at(cls: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The config class reached from ``cls`` along the field names of ``loc`` (None if none is)."""
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        cls = annotation
+    return cls
+
+
+def config_error(exc: ValidationError, cls: type[BaseModel], what: str, prefix: str = "") -> ConfigError:
+    """One :class:`ConfigError` for every problem pydantic found, e.g.
+    ``training config key 'lossx' is unknown; valid keys: amp, batch_size, ...``.
+
+    Args:
+        exc: the validation error of ``cls``.
+        what: the config (and file) named in the message: ``model config``, ``training config x.yaml``.
+        prefix: dotted path of ``cls`` inside an enclosing config (``model.``), put before every key.
+    """
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = prefix + ".".join(str(part) for part in loc)
+        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if error["type"] == "extra_forbidden":
+            owner = _model_at(cls, loc[:-1])
+            valid = f"; valid keys: {', '.join(owner.model_fields)}" if owner is not None else ""
+            problems.append(f"{what} key '{key}' is unknown{valid}")
+        elif error["type"] == "missing":
+            problems.append(f"{what} key '{key}' is missing: it has no default, give it")
+        elif not loc:
+            problems.append(f"{what}: {message}")
+        elif error["type"] in ("value_error", "assertion_error"):  # our validators' messages show the value
+            problems.append(f"{what} key '{key}': {message}")
+        else:
+            problems.append(f"{what} key '{key}': {message[:1].lower()}{message[1:]}, got {_shown(error['input'])}")
+    return ConfigError("; ".join(problems))
+
+
+class ConfigModel(BaseModel):
+    """Base of the configuration models: strict, closed, validated on assignment, errors as
+    :class:`ConfigError` (also from the constructor and from attribute assignment)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    #: What the error messages call this config.
+    config_name: ClassVar[str] = "config"
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error(exc, type(self), self.config_name) from exc
+
+    # Nested configs are validated by pydantic without calling this constructor (as for
+    # BaseModel's own); otherwise a nested error would surface as ConfigError without its path.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # pydantic has already stored the value when a model validator rejects it: restore the old state
+        fields, fields_set = self.__dict__.copy(), set(self.__pydantic_fields_set__)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            object.__setattr__(self, "__dict__", fields)
+            object.__setattr__(self, "__pydantic_fields_set__", fields_set)
+            raise config_error(exc, type(self), self.config_name) from exc
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str | None = None, prefix: str = "") -> Self:
+        """Build from a mapping (missing keys take their defaults).
+
+        Args:
+            what: the config named in error messages (default: the class's ``config_name``).
+            prefix: dotted path of this config inside an enclosing one, for the messages.
+
+        Raises:
+            ConfigError: ``data`` is not a mapping, or a key is unknown or its value invalid.
+        """
+        what = what or cls.config_name
+        if not isinstance(data, dict):
+            where = f"{what} key '{prefix.rstrip('.')}'" if prefix else what
+            raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data, context={"what": what})  # validators of nested configs name it too
+        except ValidationError as exc:
+            raise config_error(exc, cls, what, prefix) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all fields, nested configs as dicts (JSON-serialisable)."""
+        return self.model_dump()
+
+
+class BackboneConfig(ConfigModel):
     """One encoder tower.
 
     Attributes:
@@ -36,13 +150,15 @@ class BackboneConfig:
         pooling: ``mean`` | ``max`` over the aiSFX blocks of a clip.
     """
 
-    kind: str
+    config_name: ClassVar[str] = "backbone config"
+
+    kind: BackboneKind
     name: str | None = None
     revision: str | None = None
     trainable: bool = False
-    dim: int = 32
-    max_length: int = 64
-    pooling: str = "mean"
+    dim: int = Field(default=32, gt=0)
+    max_length: int = Field(default=64, gt=0)
+    pooling: Literal["mean", "max"] = "mean"
 
     @property
     def stores_weights(self) -> bool:
@@ -50,8 +166,7 @@ class BackboneConfig:
         return self.trainable or self.kind not in EXTERNAL_KINDS
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(ConfigModel):
     """Everything needed to rebuild a model before its weights are loaded.
 
     Attributes:
@@ -62,84 +177,64 @@ class ModelConfig:
             ``identity`` (the text embedding space is locked: the joint space *is* the text
             backbone's space, ``embed_dim`` must equal its width, and only the audio side
             learns — LiT-style "locked text" tuning); ``None`` uses ``head``.
-        head_dropout: dropout inside the ``mlp`` head (training only).
+        head_dropout: dropout inside the ``mlp`` head (training only), in [0, 1).
         metric: ``euclidean`` (M = I) or ``mahalanobis`` (learned PSD M).
         eig_floor: smallest eigenvalue M is projected to after each step.
-        eps: entropic regularisation ε of the transport plan (training and scoring).
-        mass: transported mass s of partial OT (1.0 = balanced).
-        loss: training loss name (see :mod:`atr_demo.losses`), recorded for the model card.
-        scoring: default scoring mode at retrieval time.
+        eps: entropic regularisation ε > 0 of the transport plan (training and scoring).
+        mass: transported mass s ∈ (0, 1] of partial OT (1.0 = balanced).
+        loss: training loss name (see ``training.config.LOSSES``), recorded for the model card;
+            free text so that a checkpoint trained with another loss still loads.
+        scoring: default scoring mode at retrieval time: ``cosine`` | ``metric`` | ``transport``.
         max_duration_s: longest audio accepted at inference.
         prompt_templates: zero-shot prompt templates (``{}`` is replaced by the label).
         name: a human-readable model name.
+        version: config format version (a newer one than :data:`CONFIG_VERSION` is refused).
     """
 
-    audio: BackboneConfig = field(default_factory=lambda: BackboneConfig(kind="aisfx"))
-    text: BackboneConfig = field(
+    config_name: ClassVar[str] = "model config"
+
+    audio: BackboneConfig = Field(default_factory=lambda: BackboneConfig(kind="aisfx"))
+    text: BackboneConfig = Field(
         default_factory=lambda: BackboneConfig(kind="hf_text", name="sentence-transformers/all-MiniLM-L6-v2")
     )
-    embed_dim: int = 256
-    head: str = "linear"
-    head_dropout: float = 0.0
-    text_head: str | None = None
-    metric: str = "euclidean"
-    eig_floor: float = 1e-4
-    eps: float = 0.05
-    mass: float = 1.0
+    embed_dim: int = Field(default=256, gt=0)
+    head: Literal["linear", "mlp"] = "linear"
+    head_dropout: float = Field(default=0.0, ge=0, lt=1)
+    text_head: Literal["linear", "mlp", "identity"] | None = None
+    metric: Metric = "euclidean"
+    eig_floor: float = Field(default=1e-4, ge=0)
+    eps: float = Field(default=0.05, gt=0)
+    mass: float = Field(default=1.0, gt=0, le=1)
     loss: str = "mltm"
-    scoring: str = "cosine"
-    max_duration_s: float = 600.0
-    prompt_templates: list[str] = field(default_factory=lambda: ["the sound of {}"])
+    scoring: Scoring = "cosine"
+    max_duration_s: float = Field(default=600.0, gt=0)
+    prompt_templates: list[str] = Field(default_factory=lambda: ["the sound of {}"])
     name: str = "atr-demo"
     version: int = CONFIG_VERSION
 
-    def validate(self) -> ModelConfig:
-        """Raise :class:`ConfigError` naming the first invalid value; return ``self``."""
-        checks: list[tuple[bool, str]] = [
-            (self.audio.kind in AUDIO_KINDS, f"audio.kind must be one of {AUDIO_KINDS}, got {self.audio.kind!r}"),
-            (self.text.kind in TEXT_KINDS, f"text.kind must be one of {TEXT_KINDS}, got {self.text.kind!r}"),
-            (self.audio.kind != "hf_audio" or bool(self.audio.name), "audio.name is required for hf_audio"),
-            (self.text.kind != "hf_text" or bool(self.text.name), "text.name is required for hf_text"),
-            (self.metric in METRICS, f"metric must be one of {METRICS}, got {self.metric!r}"),
-            (self.scoring in SCORINGS, f"scoring must be one of {SCORINGS}, got {self.scoring!r}"),
-            (self.head in ("linear", "mlp"), f"head must be 'linear' or 'mlp', got {self.head!r}"),
-            (self.text_head in (None, "linear", "mlp", "identity"),
-             f"text_head must be linear, mlp, identity or null, got {self.text_head!r}"),
-            (self.embed_dim > 0, f"embed_dim must be positive, got {self.embed_dim}"),
-            (self.eps > 0, f"eps must be positive, got {self.eps}"),
-            (0 < self.mass <= 1, f"mass must be in (0, 1], got {self.mass}"),
-            (self.max_duration_s > 0, f"max_duration_s must be positive, got {self.max_duration_s}"),
-            (self.audio.pooling in ("mean", "max"), f"audio.pooling must be mean|max, got {self.audio.pooling!r}"),
-            (all("{}" in t for t in self.prompt_templates) and bool(self.prompt_templates),
-             "prompt_templates must be non-empty and each must contain '{}'"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
+    @field_validator("prompt_templates")
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from a dict, raising :class:`ConfigError` for unknown or missing keys."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a model config must be a JSON object, got {type(data).__name__}")
-        data = dict(data)
-        towers = {}
-        for tower in ("audio", "text"):
-            if tower in data:
-                towers[tower] = dataclass_from_dict(BackboneConfig, data.pop(tower), f"{tower}.")
-        config = dataclass_from_dict(cls, data, "")
-        for tower, value in towers.items():
-            setattr(config, tower, value)
-        if config.version > CONFIG_VERSION:
-            raise ConfigError(
-                f"config version {config.version} is newer than this atr-demo understands "
-                f"({CONFIG_VERSION}): upgrade atr-demo"
-            )
-        return config.validate()
+    def _templates_have_placeholder(cls, templates: list[str]) -> list[str]:
+        if not templates or not all("{}" in t for t in templates):
+            raise ValueError(f"give at least one template, each with '{{}}' for the label; got {templates!r}")
+        return templates
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, version: int) -> int:
+        if version > CONFIG_VERSION:
+            raise ValueError(f"{version} is newer than this atr-demo understands ({CONFIG_VERSION}): upgrade atr-demo")
+        return version
+
+    @model_validator(mode="after")
+    def _towers_fit(self) -> Self:
+        for tower, kinds in (("audio", AUDIO_KINDS), ("text", TEXT_KINDS)):
+            backbone: BackboneConfig = getattr(self, tower)
+            if backbone.kind not in kinds:
+                raise ValueError(f"{tower}.kind must be one of {', '.join(kinds)}, got {backbone.kind!r}")
+            if backbone.kind in EXTERNAL_KINDS and not backbone.name:
+                raise ValueError(f"{tower}.name is required for {backbone.kind}: give a hub id or a local folder")
+        return self
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -154,22 +249,4 @@ class ModelConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid JSON ({exc}): fix or regenerate it") from exc
-        return cls.from_dict(data)
-
-
-def dataclass_from_dict(cls: type, data: Any, prefix: str = "", what: str = "config") -> Any:
-    """``cls(**data)``, raising :class:`ConfigError` that names unknown keys (with ``prefix``)
-    and lists the valid ones, or says why the values do not fit."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or what} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown {what} key(s): {', '.join(prefix + k for k in unknown)}; "
-            f"valid keys: {', '.join(sorted(names))}"
-        )
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ConfigError(f"bad {prefix.rstrip('.') or what} values: {exc}") from exc
+        return cls.from_dict(data, what=f"model config {path}")

@@ -64,7 +64,7 @@ class ATRModel(nn.Module):
 
     def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
         super().__init__()
-        self.config = config.validate()
+        self.config = config  # validated when built and on every assignment
         self.audio_backbone = build_backbone(config.audio, pretrained)
         self.text_backbone = build_backbone(config.text, pretrained)
         self.audio_head = _head(self.audio_backbone.output_dim, config.embed_dim, config.head, config.head_dropout)

@@ -97,7 +97,7 @@ def test_uncached_repo_id_offline_is_explained(tmp_path: Path, monkeypatch: pyte
 
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="eps"):
-        ModelConfig(eps=0).validate()
+        ModelConfig(eps=0)
     with pytest.raises(ConfigError, match="audio.kind"):
         ModelConfig.from_dict({"audio": {"kind": "vggish"}})
     with pytest.raises(ConfigError, match="audio.weird"):

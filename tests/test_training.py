@@ -151,11 +151,11 @@ def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="loss"):
         load_train_config(None, ["data=x", "loss=contrastive"])
     cfg = load_train_config(None, ["data=x", "model=tiny", "model.embed_dim=8", "model.audio.dim=12", "eps=0.03"])
-    mc = cfg.model_config()
+    mc = cfg.run_model_config()
     assert (mc.embed_dim, mc.audio.dim, mc.eps, mc.audio.kind) == (8, 12, 0.03, "tiny_audio")
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"data": ["x"], "model": "tiny", "loss": "mltm_partial", "mass": 0.9}))
-    assert load_train_config(good).model_config().mass == 0.9
+    assert load_train_config(good).run_model_config().mass == 0.9
 
 
 def test_train_cli_bad_config_returns_1(tmp_path: Path) -> None:
@@ -186,4 +186,4 @@ def test_evaluate_leakage_report_splits_seen_and_unseen(corpus: Path, tmp_path: 
 def test_shipped_configs_are_valid(path: Path) -> None:
     """Every config in configs/ parses and validates (paths are not checked: they are machine-specific)."""
     config = load_train_config(path)
-    assert config.model_config().embed_dim > 0 and config.data
+    assert config.run_model_config().embed_dim > 0 and config.data

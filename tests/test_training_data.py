@@ -182,7 +182,7 @@ def test_feature_cache_of_a_multilingual_run_serves_every_caption_training_reads
     data = prepare_data(config)
     read = [t for c in data.train + data.validation for t in clip_captions(c, config.languages)]
     assert "un chien" in read and "a dog" in read
-    model = create_model(config.model_config(), seed=config.seed)
+    model = create_model(config.run_model_config(), seed=config.seed)
     model.eval()
     with torch.no_grad():
         expected = model.text_features(read).float()

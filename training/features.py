@@ -44,7 +44,7 @@ def default_cache_dir() -> Path:
 
 def tower_fingerprint(model: ATRModel, tower: str) -> str:
     """Digest of one tower (``audio`` | ``text``): its config, front-end config and weights."""
-    cfg = dict(getattr(model.config, tower).__dict__)
+    cfg = getattr(model.config, tower).to_dict()
     cfg.pop("trainable", None)
     backbone = getattr(model, f"{tower}_backbone")
     frontend = getattr(backbone, "frontend_config", None) or getattr(getattr(backbone, "frontend", None), "config", None)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_train_config(args.config, args.overrides)
-        model = create_model(config.model_config(), seed=config.seed)
+        model = create_model(config.run_model_config(), seed=config.seed)
         data = prepare_data(config)
         clips = data.train + data.mixture_pool + data.validation + data.test
         feats, ok = audio_features(model, clips, config.features_cache, config.feature_batch_size,

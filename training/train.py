@@ -362,11 +362,10 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
         resume: continue from ``out/last`` (it must exist and match ``config``).
         stop_after_epoch: stop after this epoch's checkpoint (simulates an interruption; tests).
     """
-    config.validate()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
-    model_config = config.model_config()
+    model_config = config.run_model_config()
     if config.use_cached_features:
         for tower in (model_config.audio, model_config.text):
             if tower.trainable:
