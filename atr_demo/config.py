@@ -84,7 +84,12 @@ def config_error(exc: ValidationError, cls: type[BaseModel], what: str, prefix: 
 
 class ConfigModel(BaseModel):
     """Base of the configuration models: strict, closed, validated on assignment, errors as
-    :class:`ConfigError` (also from the constructor and from attribute assignment)."""
+    :class:`ConfigError` (also from the constructor and from attribute assignment).
+
+    An assignment is checked against the whole config (cross-field rules included) and a rejected
+    one leaves the config unchanged. To change fields that depend on each other, build a new config:
+    ``type(c).from_dict({**c.to_dict(), ...})`` (``model_copy(update=...)`` would skip validation).
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
