@@ -50,7 +50,7 @@ def test_bundled_gallery_is_searchable(bundled, tmp_path: Path) -> None:
     hits = 0
     sample = rows[:: max(1, len(rows) // 20)]
     results = search_text(bundled, gallery, [r["caption"] for r in sample], k=10)
-    for row, res in zip(sample, results):
+    for row, res in zip(sample, results, strict=True):
         hits += any(Path(x["file"]).name == Path(row["audio"]).name for x in res["results"])
     assert hits / len(sample) > 10 / len(rows)
 
@@ -62,7 +62,8 @@ def test_bundle_command_on_tiny_model(tmp_path: Path) -> None:
     rows = []
     for i in range(4):
         write_tone(corpus / f"a{i}.wav", 300 + 200 * i, 0.5)
-        rows.append({"clip_id": f"c{i}", "audio": f"a{i}.wav", "captions": [f"tone {i}"], "split": "test", "group": f"g{i}", "esc50": "siren" if i == 0 else None})
+        rows.append({"clip_id": f"c{i}", "audio": f"a{i}.wav", "captions": [f"tone {i}"], "split": "test",
+                     "group": f"g{i}", "esc50": "siren" if i == 0 else None})
     (corpus / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     notes = tmp_path / "notes.md"
     notes.write_text("## Generalisation\n\nleave-one-package-out table here\n")
