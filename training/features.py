@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from atr_demo.errors import ATRError, AudioError
 from atr_demo.fileio import TensorStore, cache_home, file_digest
-
 from atr_demo.model import ATRModel, create_model
+
 from training.config import load_train_config
 from training.datasets import Clip, load_clip_audio
 from training.prepare import caption_texts, prepare_data
