@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from atr_demo.model import create_model, tiny_config
-from atr_demo.structure import chance_knn_overlap
 from training import analyse
+from training.analysis.structure import chance_knn_overlap
 from training.datasets import load_dataset, split_clips
 
 from tests.helpers import write_tone

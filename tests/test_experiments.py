@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from atr_demo.errors import ConfigError
-from atr_demo.structure import chance_knn_overlap
 from training import experiments as exp
+from training.analysis.structure import chance_knn_overlap
 from training.config import TrainConfig
 from training.datasets import filter_packages, load_dataset
 from training.prepare import prepare_data
@@ -171,7 +171,7 @@ def test_noise_table_shows_the_mass_chosen_on_validation() -> None:
 
 
 def test_exclude_classes_drops_every_clip_that_names_them(corpus: Path, tmp_path: Path) -> None:
-    from atr_demo.leakage import classes_in_captions
+    from training.analysis.leakage import classes_in_captions
     from training.datasets import drop_classes
 
     clips = load_dataset(corpus)

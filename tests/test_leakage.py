@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from atr_demo.errors import ConfigError
-from atr_demo.leakage import (
+from atr_demo.zeroshot import ESC50_CLASSES, readable
+from training.analysis.leakage import (
     ESC50_EXCLUSIONS,
     ESC50_SYNONYMS,
     VERB_WORDS,
@@ -19,7 +20,6 @@ from atr_demo.leakage import (
     term_pattern,
     word_forms,
 )
-from atr_demo.zeroshot import ESC50_CLASSES, readable
 
 
 def _classes(caption: str) -> set[str]:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from atr_demo.errors import ConfigError
 from atr_demo.metric import MahalanobisMetric
-from atr_demo.structure import (
+from training.analysis.structure import (
     DISTANCES,
     chance_knn_overlap,
     knn_indices,
@@ -178,7 +178,7 @@ def test_errors() -> None:
 def test_structure_report(caplog: pytest.LogCaptureFixture) -> None:
     a = _randn(12, 8, 11)
     b = a @ _orthogonal(8, 12)
-    with caplog.at_level(logging.WARNING, logger="atr_demo.structure"):
+    with caplog.at_level(logging.WARNING, logger="training.analysis.structure"):
         report = structure_report(a, b, ks=(5, 1, 20, 12), distances=DISTANCES, metric=MahalanobisMetric(8))
     assert "skipping k = 12, 20" in caplog.text
     assert set(report) == {"n", "cka", "chance", "knn"} and report["n"] == 12
@@ -219,7 +219,7 @@ def test_plot_knn_overlap() -> None:
 
 
 def test_owner_means_normalises_the_mean_of_each_owners_rows() -> None:
-    from atr_demo.structure import owner_means
+    from training.analysis.structure import owner_means
 
     rows = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 4.0]])
     out = owner_means(rows, torch.tensor([0, 0, 1]), 3)

@@ -1,7 +1,7 @@
 """``python -m training analyse --model M --data D [--compare M2] [--ks ...] [--plot FILE.png]``.
 
 Structure of a checkpoint's joint embedding space on the clips of a split (see
-:mod:`atr_demo.structure`):
+:mod:`training.analysis.structure`):
 
 * audio side: the joint-space embedding of each clip, f(x_i) (unit rows);
 * text side: per clip, the L2-normalised mean of the joint-space embeddings of its captions,
@@ -37,8 +37,8 @@ import torch
 from atr_demo import fileio
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.model import ATRModel, load_model
-from atr_demo.structure import DISTANCES, owner_means, plot_knn_overlap, structure_report
 
+from training.analysis.structure import DISTANCES, owner_means, plot_knn_overlap, structure_report
 from training.datasets import Clip
 from training.evaluate import embed_clips, load_eval_clips
 
@@ -93,7 +93,7 @@ def analyse_clips(
     """Structure reports of ``model`` (and ``compare``) on ``clips``.
 
     Returns ``{"n_clips", "ks", "distances", "comparisons": {name: report}}`` with the reports
-    of :func:`atr_demo.structure.structure_report` under ``"audio vs text"`` and, with
+    of :func:`training.analysis.structure.structure_report` under ``"audio vs text"`` and, with
     ``compare``, ``"audio vs text (B)"`` (B's own joint space, with B's metric), ``"audio A vs B"``
     and ``"text A vs B"`` (these two without the ``metric`` distance).
     """

@@ -32,7 +32,8 @@ import torch
 from atr_demo.audio import load_audio
 from atr_demo.errors import ConfigError
 from atr_demo.fileio import AUDIO_EXTENSIONS
-from atr_demo.leakage import classes_in_captions
+
+from training.analysis.leakage import classes_in_captions
 
 logger = logging.getLogger(__name__)
 
@@ -431,7 +432,7 @@ def cv_split(clips: Sequence[Clip], folds: int, fold: int) -> list[Clip]:
 
 def drop_classes(clips: Sequence[Clip], classes: Sequence[str]) -> list[Clip]:
     """The clips that neither name one of ``classes`` in a caption (any language;
-    :func:`atr_demo.leakage.classes_in_captions`, with its synonyms) nor carry one of them as
+    :func:`training.analysis.leakage.classes_in_captions`, with its synonyms) nor carry one of them as
     their ESC-50 label (a mixture: neither source) — a class-disjoint zero-shot control."""
     held = set(classes)
     if not held:

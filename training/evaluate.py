@@ -11,7 +11,7 @@ For each scoring mode (cosine, metric, transport):
 plus the modality gap ‖mean f(x) − mean g(y)‖₂. Prints a Markdown table; writes JSON.
 
 With ``--train-data D`` (the data the model was trained on) it adds the leakage report: the
-ESC-50 classes its training captions name (``atr_demo.leakage`` synonyms), zero-shot accuracy on
+ESC-50 classes its training captions name (``training.analysis.leakage`` synonyms), zero-shot accuracy on
 clips of those classes ("seen") and of the others ("unseen"), and a backbone-only reference, a
 linear probe on the frozen audio-backbone features of D's labelled training clips.
 
@@ -47,9 +47,9 @@ from atr_demo.evaluation import (
 )
 from atr_demo.model import ATRModel, load_model
 from atr_demo.retrieval import MODES, score_matrix
-from atr_demo.leakage import classes_in_captions, fit_linear_probe, split_accuracy
 from atr_demo.zeroshot import ESC50_CLASSES, classify, embed_labels
 
+from training.analysis.leakage import classes_in_captions, fit_linear_probe, split_accuracy
 from training.datasets import Clip, filter_packages, language_captions, load_clip_audio, load_dataset, split_clips
 
 logger = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def zeroshot_leakage(model: ATRModel, clips: Sequence[Clip], audio: torch.Tensor
                      seen: set[str], modes: Sequence[str]) -> dict[str, Any]:
     """Per mode, 50-way zero-shot accuracy of the ESC-50-labelled clips split by whether their
     class is in ``seen`` — the classes the training captions name
-    (:func:`atr_demo.leakage.split_accuracy`). ``audio``: (len(clips), d) embeddings."""
+    (:func:`training.analysis.leakage.split_accuracy`). ``audio``: (len(clips), d) embeddings."""
     idx = [i for i, c in enumerate(clips) if c.esc50 in ESC50_CLASSES]
     labels = torch.tensor([ESC50_CLASSES.index(str(clips[i].esc50)) for i in idx])
     out: dict[str, Any] = {}
@@ -253,7 +253,7 @@ def zeroshot_leakage(model: ATRModel, clips: Sequence[Clip], audio: torch.Tensor
 def probe_report(train_features: torch.Tensor, train_labels: Sequence[str], test_features: torch.Tensor,
                  test_labels: Sequence[str], seen: set[str], seed: int = 0) -> dict[str, Any] | None:
     """Backbone-only reference for zero-shot: a linear probe (multinomial logistic regression,
-    :func:`atr_demo.leakage.fit_linear_probe`) on frozen audio-backbone features (n, D) of
+    :func:`training.analysis.leakage.fit_linear_probe`) on frozen audio-backbone features (n, D) of
     ESC-50-labelled training clips, scored 50-way on the test clips' features, split by ``seen``
     like :func:`zeroshot_leakage`. It uses labels the zero-shot model never sees, so it bounds
     what the audio backbone alone separates. ``None`` when there is no test clip or fewer than

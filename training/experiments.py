@@ -56,11 +56,11 @@ import numpy as np
 import torch
 
 from atr_demo.errors import ATRError, ConfigError
-from atr_demo.leakage import classes_in_captions
 from atr_demo.model import ATRModel, load_model
-from atr_demo.structure import owner_means, structure_report
 from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, embed_labels
 
+from training.analysis.leakage import classes_in_captions
+from training.analysis.structure import owner_means, structure_report
 from training.config import TrainConfig, apply_overrides, read_config_file
 from training.datasets import Clip, filter_packages, load_dataset, split_clips
 from training.evaluate import evaluate_embeddings, evaluate_languages, first_captions, probe_report, zeroshot_leakage
@@ -264,7 +264,7 @@ def evaluate_cached(model: ATRModel, clips: Sequence[Clip], config: TrainConfig,
     """:func:`training.evaluate.evaluate_clips` on cached backbone features (no audio decoding
     when the cache holds the clips); clips whose audio cannot be decoded are left out.
 
-    Adds ``structure`` (:func:`atr_demo.structure.structure_report` of each clip's audio
+    Adds ``structure`` (:func:`training.analysis.structure.structure_report` of each clip's audio
     embedding vs the mean of its caption embeddings), ``leakage`` (zero-shot accuracy split
     into the ESC-50 classes in ``seen`` and the others, per mode) when ``seen`` is given, and
     ``multilingual`` (:func:`training.evaluate.evaluate_languages`) when the run has languages.
@@ -626,7 +626,7 @@ def render_leakage(payload: dict[str, Any]) -> str:
     seen = payload.get("seen_classes", {})
     lines = ["### Zero-shot leakage", "",
              f"50-way ESC-50 zero-shot on the labelled test clips, split by whether the clip's class (or a synonym, "
-             f"`atr_demo.leakage.ESC50_SYNONYMS`) occurs in the training captions: seen {n_seen:.0f} clips of "
+             f"`training.analysis.leakage.ESC50_SYNONYMS`) occurs in the training captions: seen {n_seen:.0f} clips of "
              f"{c_seen:.0f} classes, unseen {n_unseen:.0f} clips of {c_unseen:.0f} classes. The probe is a "
              f"multinomial logistic regression on the frozen audio-backbone features of the "
              f"{first.get('probe/train_clips', [0])[0]:.0f} labelled training clips "
