@@ -11,7 +11,9 @@ def _names(keys: list[str], limit: int = 5) -> str:
     return ", ".join(keys[:limit]) + (" …" if len(keys) > limit else "")
 
 
-def verify_state_dict(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str, hint: str) -> None:
+def verify_state_dict(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str, hint: str
+) -> None:
     """Raise :class:`CheckpointError` unless ``state`` has exactly ``expected``'s keys and shapes.
 
     The message names the missing keys, the unexpected keys, or the first mis-shaped key, then

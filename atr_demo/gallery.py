@@ -56,7 +56,8 @@ def find_audio_files(root: str | Path) -> list[Path]:
         raise ATRError(f"{root} is neither an audio file nor a folder")
     return sorted(
         p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 
 
@@ -149,7 +150,7 @@ def index_gallery(
             with torch.inference_mode():
                 model.eval()
                 emb = model.encode_audio(waves).cpu()
-            for f, e in zip(ok, emb):
+            for f, e in zip(ok, emb, strict=True):
                 cache.put(digests[f], e)
         bar.update(len(batch))
     bar.close()

@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"{wheel} has sha256 {wheel_sha}, expected {WHEEL_SHA256} (aisfx {AISFX_VERSION})")
             data = read_verified_member(wheel, CHECKPOINT_MEMBER, CHECKPOINT_SHA256)
             state, ds_dict = load_checkpoint(data)
-            logger.info("checkpoint: %d tensors, dataset heads %s", len(state), sorted(ds_dict) if isinstance(ds_dict, Mapping) else "?")
+            heads = sorted(ds_dict) if isinstance(ds_dict, Mapping) else "?"
+            logger.info("checkpoint: %d tensors, dataset heads %s", len(state), heads)
             kept = backbone_state(state)
             if up_to_date:
                 logger.info("%s is up to date; not rewriting it", out)

@@ -52,7 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output folder (audio/, manifest.jsonl, ...)")
     parser.add_argument("--packages", nargs="+", default=None, help="only these packages (default: by --tier)")
     parser.add_argument("--tier", choices=["1", "2", "all"], default="all", help="which tier of DATA.md (default: all)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="where .debs and extracted trees go (default: OUT/cache)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where .debs and extracted trees go (default: OUT/cache)")
     parser.add_argument("--seed", default=DEFAULT_SEED, help="seed of the split assignment")
     return parser.parse_args(argv)
 
@@ -88,7 +89,9 @@ def fetch(source: Source, cache_dir: Path) -> Path:
     return target
 
 
-def apply_caps(clips: list[SourceClip], max_per_group: int = MAX_CLIPS_PER_GROUP) -> tuple[list[SourceClip], list[Dropped]]:
+def apply_caps(
+    clips: list[SourceClip], max_per_group: int = MAX_CLIPS_PER_GROUP
+) -> tuple[list[SourceClip], list[Dropped]]:
     """Keep at most ``cap`` clips per capped table row and ``max_per_group`` per group.
 
     The kept clips are spread evenly over the name-sorted family, so the choice is
@@ -127,7 +130,10 @@ def apply_caps(clips: list[SourceClip], max_per_group: int = MAX_CLIPS_PER_GROUP
     return kept, dropped
 
 
-ID_MARKERS: tuple[str, ...] = ("opensfx.cat#", ".zip:audio/", "/sounds/", "/sound/", "/sfx/", "/stamps/", "/data/", "/Sound.ocg/", "/flightgear/", "/stdsounds/")
+ID_MARKERS: tuple[str, ...] = (
+    "opensfx.cat#", ".zip:audio/", "/sounds/", "/sound/", "/sfx/", "/stamps/", "/data/", "/Sound.ocg/", "/flightgear/",
+    "/stdsounds/",
+)
 
 
 def drop_exact_duplicates(clips: list[SourceClip]) -> tuple[list[SourceClip], list[Dropped]]:
