@@ -20,27 +20,42 @@ optimality conditions instead of back-propagating through hundreds of unrolled i
   :class:`_SinkhornImplicit`);
 * :func:`partial_sinkhorn_log` and :func:`unbalanced_sinkhorn_log` solve the adjoint fixed-point
   equation :math:`w = w_0 + J_\Phi^\top w` of their iteration map :math:`\Phi` by iterating
-  vector-Jacobian products of one differentiable iteration (see :class:`_FixedPointImplicit`).
+  vector-Jacobian products of one differentiable iteration (see :class:`FixedPointImplicit`).
 
 The marginal weights ``a`` and ``b`` are treated as constants (no gradient flows to them), and
 ``eps``/``mass``/``reg_*`` are Python floats.
+
+Convergence. Every iteration (the three solvers and the implicit adjoint) runs through one loop,
+:func:`atr_demo.ot_fixed_point.converge`; with ``return_info=True`` a solver also returns its
+:class:`OTInfo` (iterations, final residual, converged). Stopping at ``max_iter`` above ``tol`` is
+not an error: it warns once per solver and process (:class:`OTConvergenceWarning`) with the numbers.
+
+Precision. The solvers run with autocast disabled; a cost below float32 (float16/bfloat16, e.g.
+produced under ``torch.autocast``) is solved in float32 and gives a float32 plan. float32 and
+float64 costs are solved in their own dtype.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["sinkhorn_log", "partial_sinkhorn_log", "unbalanced_sinkhorn_log"]
+from atr_demo.ot_fixed_point import (
+    CHECK_EVERY,
+    FixedPointImplicit,
+    OTConvergenceWarning,
+    OTInfo,
+    State,
+    StepFn,
+    converge,
+    no_autocast,
+    warn_once,
+)
 
-logger = logging.getLogger(__name__)
+__all__ = ["OTConvergenceWarning", "OTInfo", "sinkhorn_log", "partial_sinkhorn_log", "unbalanced_sinkhorn_log"]
 
-# Check the stopping criterion every ``_CHECK_EVERY`` iterations (each check synchronises).
-_CHECK_EVERY = 10
 # Largest |log u| + |log v| accepted between two absorptions of the scalings (see _sinkhorn_solve).
 _ABSORB_TAU = 40.0
 
@@ -50,13 +65,17 @@ _ABSORB_TAU = 40.0
 # ----------------------------------------------------------------------------------------------
 
 
-def _stalled(err: float, prev_err: float, dtype: torch.dtype) -> bool:
-    """True when a residual has stopped decreasing at rounding level (``< sqrt(machine eps)``).
+def _fp32(cost: Tensor) -> Tensor:
+    """``cost`` in float32 if its dtype is less precise (float16/bfloat16), else unchanged."""
+    return cost.float() if torch.finfo(cost.dtype).bits < 32 else cost
 
-    In float32 the reachable residual of a ``b x b`` problem can sit just above a tolerance such
-    as 1e-6: the iterate is then a floating-point fixed point and further iterations are wasted.
-    """
-    return err >= 0.99 * prev_err and err < math.sqrt(torch.finfo(dtype).eps)
+
+def _finish(solver: str, out: Tensor, info: OTInfo, tol: float, eps: float, log_plan: bool,
+            return_info: bool) -> Tensor | tuple[Tensor, OTInfo]:
+    """Warn on non-convergence; log π → π unless ``log_plan``; attach ``info`` if asked."""
+    warn_once(solver, info, tol, eps, stacklevel=4)  # warn_once <- _finish <- solver <- caller
+    out = out if log_plan else out.exp()
+    return (out, info) if return_info else out
 
 
 def _check_cost(cost: Tensor, eps: float) -> None:
@@ -110,11 +129,11 @@ def _mtv(mat: Tensor, vec: Tensor) -> Tensor:
 @torch.no_grad()
 def _sinkhorn_solve(
     log_k: Tensor, a: Tensor, b: Tensor, max_iter: int, tol: float
-) -> tuple[Tensor, Tensor, int, float]:
+) -> tuple[Tensor, Tensor, OTInfo]:
     r"""Dual potentials ``(f, g)`` (in units of eps) with :math:`\pi = \exp(\log K + f \oplus g)`.
 
     Stabilised Sinkhorn with absorption (Schmitzer 2019): the current plan
-    :math:`P = \exp(\log K + f\oplus g)` is formed once per block of ``_CHECK_EVERY`` iterations;
+    :math:`P = \exp(\log K + f\oplus g)` is formed once per block of ``CHECK_EVERY`` iterations;
     inside a block the iterations are the cheap scaling updates :math:`u = a/(Pv)`,
     :math:`v = b/(P^\top u)` (two matrix-vector products, no exponential), and at the end of the
     block the scalings are absorbed into the potentials, ``f += log u``, ``g += log v``.
@@ -127,40 +146,38 @@ def _sinkhorn_solve(
 
     The stopping criterion, checked after every block, is the L1 violation of the row marginal
     (columns are exact after the last update): ``max over batch of sum_i |pi 1 - a|_i < tol``,
-    or that violation no longer decreasing at rounding level (see :func:`_stalled`).
+    or that violation no longer decreasing at rounding level (see
+    :func:`atr_demo.ot_fixed_point.stalled`); the first half-iterations count as one iteration.
     """
     log_a, log_b = _safe_log(a), _safe_log(b)
     f = log_a - torch.logsumexp(log_k, dim=-1)
     g = log_b - torch.logsumexp(log_k + f.unsqueeze(-1), dim=-2)
     plan = torch.exp(log_k + _outer_sum(f, g))
-    n_iter = 1
-    block = _CHECK_EVERY
-    err = float("inf")
-    while n_iter < max_iter:
-        steps = min(block, max_iter - n_iter)
-        v = torch.ones_like(g)
-        for _ in range(steps):
-            u = a / _mv(plan, v)
-            v = b / _mtv(plan, u)
-        log_u, log_v = torch.log(u), torch.log(v)
-        spread = (log_u.abs().amax() + log_v.abs().amax()).item()
-        if not math.isfinite(spread) or (spread > _ABSORB_TAU and block > 1):
+
+    def advance(state: State, k: int) -> tuple[State, int]:
+        f, g, plan = state
+        block = CHECK_EVERY
+        while True:
+            steps = min(block, k)
+            v = torch.ones_like(g)
+            for _ in range(steps):
+                u = a / _mv(plan, v)
+                v = b / _mtv(plan, u)
+            log_u, log_v = torch.log(u), torch.log(v)
+            spread = (log_u.abs().amax() + log_v.abs().amax()).item()
+            if math.isfinite(spread) and (spread <= _ABSORB_TAU or block == 1):
+                break
             block = max(1, block // 2)  # redo this block with fewer iterations between absorptions
-            continue
-        f = f + log_u
-        g = g + log_v
-        n_iter += steps
+        f, g = f + log_u, g + log_v
         torch.add(log_k, _outer_sum(f, g), out=plan)
         plan.exp_()
-        prev_err = err
-        err = (plan.sum(dim=-1) - a).abs().sum(dim=-1).amax().item()
-        if err < tol or _stalled(err, prev_err, plan.dtype):
-            break
-        block = _CHECK_EVERY
-    else:
-        if err >= tol:
-            logger.debug("sinkhorn_log: no convergence in %d iterations (err %.3e)", max_iter, err)
-    return f, g, n_iter, err
+        return (f, g, plan), steps
+
+    def error(state: State) -> float:
+        return (state[2].sum(dim=-1) - a).abs().sum(dim=-1).amax().item()
+
+    (f, g, _), info = converge((f, g, plan), advance, error, max_iter, tol, plan.dtype, done=1)
+    return f, g, info
 
 
 def _laplacian_solve(plan: Tensor, r: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -174,7 +191,8 @@ def _laplacian_solve(plan: Tensor, r: Tensor, c: Tensor) -> tuple[Tensor, Tensor
     computed as minus the sum of its off-diagonal entries, which avoids the catastrophic
     cancellation of ``D_c - diag(...)`` when the plan is nearly a permutation, and the gauge is
     fixed by adding :math:`\beta 11^\top` (the solution then has ``sum(y) = 0``). Solved in float64
-    with Cholesky (``W`` itself in the plan's dtype, see below); shapes ``plan (B, n, m)`` with ``n >= m``, ``r (B, n)``, ``c (B, m)``.
+    with Cholesky (``W`` itself in the plan's dtype, see below); shapes ``plan (B, n, m)`` with
+    ``n >= m``, ``r (B, n)``, ``c (B, m)``.
     """
     # W = P^T D_r^-1 P has non-negative terms only: computing it in the plan's dtype keeps every
     # entry to relative precision, and perturbing the edge weights of a graph Laplacian by a
@@ -216,12 +234,9 @@ class _SinkhornImplicit(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, cost: Tensor, eps: float, a: Tensor, b: Tensor, max_iter: int, tol: float
-    ) -> Tensor:
-        log_k = cost.detach() / -eps
-        f, g, n_iter, err = _sinkhorn_solve(log_k, a, b, max_iter, tol)
-        log_plan = log_k + _outer_sum(f, g)
+    def forward(ctx, cost: Tensor, eps: float, f: Tensor, g: Tensor) -> Tensor:  # type: ignore[override]
+        """``f, g``: the converged potentials of :func:`_sinkhorn_solve` (constants)."""
+        log_plan = cost.detach() / -eps + _outer_sum(f, g)
         ctx.eps = eps
         ctx.save_for_backward(log_plan)
         return log_plan
@@ -230,20 +245,21 @@ class _SinkhornImplicit(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_log_plan: Tensor):  # type: ignore[override]
         (log_plan,) = ctx.saved_tensors
-        plan = log_plan.exp()
-        gam = grad_log_plan
-        r, c = gam.sum(dim=-1), gam.sum(dim=-2)
-        lead = plan.shape[:-2]
-        n, m = plan.shape[-2:]
-        flat_p = plan.reshape(-1, n, m)
-        flat_r, flat_c = r.reshape(-1, n), c.reshape(-1, m)
-        if n >= m:
-            x, y = _laplacian_solve(flat_p, flat_r, flat_c)
-        else:
-            y, x = _laplacian_solve(flat_p.transpose(-1, -2), flat_c, flat_r)
-        x, y = x.reshape(*lead, n), y.reshape(*lead, m)
-        grad_cost = (plan * _outer_sum(x, y) - gam) / ctx.eps
-        return grad_cost, None, None, None, None, None
+        with no_autocast(log_plan):
+            plan = log_plan.exp()
+            gam = grad_log_plan
+            r, c = gam.sum(dim=-1), gam.sum(dim=-2)
+            lead = plan.shape[:-2]
+            n, m = plan.shape[-2:]
+            flat_p = plan.reshape(-1, n, m)
+            flat_r, flat_c = r.reshape(-1, n), c.reshape(-1, m)
+            if n >= m:
+                x, y = _laplacian_solve(flat_p, flat_r, flat_c)
+            else:
+                y, x = _laplacian_solve(flat_p.transpose(-1, -2), flat_c, flat_r)
+            x, y = x.reshape(*lead, n), y.reshape(*lead, m)
+            grad_cost = (plan * _outer_sum(x, y) - gam) / ctx.eps
+        return grad_cost, None, None, None
 
 
 def sinkhorn_log(
@@ -255,7 +271,8 @@ def sinkhorn_log(
     tol: float = 1e-6,
     *,
     log_plan: bool = False,
-) -> Tensor:
+    return_info: bool = False,
+) -> Tensor | tuple[Tensor, OTInfo]:
     r"""Entropic optimal transport plan, solved in the log domain.
 
     .. math::
@@ -279,89 +296,27 @@ def sinkhorn_log(
     tol : float
         Stop when the L1 marginal violation :math:`\|\pi 1 - a\|_1` (the column marginal is exact
         after each iteration) is below ``tol`` for every problem of the batch; checked every 10
-        iterations. Not converging within ``max_iter`` is logged at DEBUG level, not an error.
+        iterations. Not converging within ``max_iter`` is not an error: it warns once per process.
     log_plan : bool, keyword-only
         Return :math:`\log \pi` instead of :math:`\pi` (finite even where π underflows).
+    return_info : bool, keyword-only
+        Also return an :class:`OTInfo` (``error`` = that L1 row-marginal violation).
 
     Returns
     -------
-    Tensor (..., n, m)
-        The plan π (or log π), same dtype and device as ``cost``. Differentiable with respect to
-        ``cost`` by implicit differentiation at the fixed point (exact up to ``tol``).
+    Tensor (..., n, m), or (Tensor, OTInfo) with ``return_info``
+        The plan π (or log π), same dtype and device as ``cost`` (float32 for a float16/bfloat16
+        cost). Differentiable with respect to ``cost`` by implicit differentiation at the fixed
+        point (exact up to ``tol``).
     """
     _check_cost(cost, eps)
-    a_ = _marginal(a, cost, -2)
-    b_ = _marginal(b, cost, -1)
-    out = _SinkhornImplicit.apply(cost, float(eps), a_, b_, int(max_iter), float(tol))
-    return out if log_plan else out.exp()
-
-
-# ----------------------------------------------------------------------------------------------
-# implicit differentiation of a generic fixed point (partial and unbalanced solvers)
-# ----------------------------------------------------------------------------------------------
-
-State = tuple[Tensor, ...]
-StepFn = Callable[[State, Tensor], State]
-ReadoutFn = Callable[[State, Tensor], Tensor]
-
-
-class _FixedPointImplicit(torch.autograd.Function):
-    r"""``readout(s*, C)`` where ``s* = step(s*, C)``, differentiated implicitly.
-
-    .. math::
-        \frac{dL}{dC} = h_C^\top \Gamma + \Phi_C^\top w,\qquad
-        w = h_s^\top \Gamma + \Phi_s^\top w,
-
-    the adjoint equation being solved by fixed-point iteration with vector-Jacobian products of
-    one differentiable step (it contracts at the rate of the forward iteration), stopping when
-    the change of ``w`` relative to ``|w_0|_1`` is below ``tol`` or stalls at rounding level.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx,
-        cost: Tensor,
-        state: State,
-        step: StepFn,
-        readout: ReadoutFn,
-        max_iter: int,
-        tol: float,
-    ) -> Tensor:
-        ctx.step, ctx.readout, ctx.max_iter, ctx.tol = step, readout, max_iter, tol
-        ctx.n_state = len(state)
-        ctx.save_for_backward(cost.detach(), *[s.detach() for s in state])
-        with torch.no_grad():
-            return readout(state, cost.detach())
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        cost, *state = ctx.saved_tensors
-        with torch.enable_grad():
-            c_req = cost.detach().requires_grad_(True)
-            s_req = [s.detach().requires_grad_(True) for s in state]
-            out = ctx.readout(tuple(s_req), c_req)
-            g = torch.autograd.grad(out, [*s_req, c_req], grad_out, allow_unused=True)
-            w0 = [torch.zeros_like(s) if gi is None else gi for s, gi in zip(s_req, g[:-1])]
-            grad_cost = torch.zeros_like(cost) if g[-1] is None else g[-1]
-            s_next = ctx.step(tuple(s_req), c_req)
-            w = list(w0)
-            scale = max(sum(float(t.abs().sum()) for t in w0), 1e-30)
-            delta = math.inf
-            for _ in range(ctx.max_iter):
-                vjp = torch.autograd.grad(s_next, s_req, w, retain_graph=True, allow_unused=True)
-                w_new = [w0i + (0 if v is None else v) for w0i, v in zip(w0, vjp)]
-                prev_delta = delta
-                delta = sum(float((wn - wo).abs().sum()) for wn, wo in zip(w_new, w)) / scale
-                w = w_new
-                if delta <= ctx.tol or _stalled(delta, prev_delta, cost.dtype):
-                    break
-            else:
-                logger.debug("implicit adjoint: no convergence in %d iterations", ctx.max_iter)
-            gc = torch.autograd.grad(s_next, c_req, w, allow_unused=True)[0]
-        if gc is not None:
-            grad_cost = grad_cost + gc
-        return grad_cost, None, None, None, None, None
+    cost, eps = _fp32(cost), float(eps)
+    with no_autocast(cost):
+        a_ = _marginal(a, cost, -2)
+        b_ = _marginal(b, cost, -1)
+        f, g, info = _sinkhorn_solve(cost.detach() / -eps, a_, b_, int(max_iter), float(tol))
+        out = _SinkhornImplicit.apply(cost, eps, f, g)
+        return _finish("sinkhorn_log", out, info, tol, eps, log_plan, return_info)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,7 +324,7 @@ class _FixedPointImplicit(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 
 
-def _partial_step(log_k: Tensor, log_a: Tensor, log_b: Tensor, log_s: float):
+def _partial_step(log_a: Tensor, log_b: Tensor, log_s: float) -> StepFn:
     """One cycle of KL projections (dual block-coordinate ascent) for partial OT, as a function."""
 
     def step(state: State, log_kernel: Tensor) -> State:
@@ -394,7 +349,8 @@ def partial_sinkhorn_log(
     tol: float = 1e-6,
     *,
     log_plan: bool = False,
-) -> Tensor:
+    return_info: bool = False,
+) -> Tensor | tuple[Tensor, OTInfo]:
     r"""Entropic *partial* optimal transport plan moving total mass ``s = mass``, in the log domain.
 
     .. math::
@@ -429,55 +385,57 @@ def partial_sinkhorn_log(
         Stop when the mass the next row and column projections would move,
         :math:`\sum_i |\min(r_i e^{-f_i}, a_i) - r_i| + \sum_j |\min(c_j e^{-g_j}, b_j) - c_j|` with
         ``r, c`` the current marginals, is below ``tol`` (a KKT residual); checked every 10
-        iterations.
+        iterations. Not converging within ``max_iter`` warns once per process.
     log_plan : bool, keyword-only
         Return log π instead of π.
+    return_info : bool, keyword-only
+        Also return an :class:`OTInfo` (``error`` = that KKT residual).
 
     Returns
     -------
-    Tensor (..., n, m)
-        π (or log π); differentiable w.r.t. ``cost`` by implicit differentiation of the fixed
-        point of one projection cycle.
+    Tensor (..., n, m), or (Tensor, OTInfo) with ``return_info``
+        π (or log π), float32 for a float16/bfloat16 cost; differentiable w.r.t. ``cost`` by
+        implicit differentiation of the fixed point of one projection cycle.
     """
     _check_cost(cost, eps)
-    a_ = _marginal(a, cost, -2)
-    b_ = _marginal(b, cost, -1)
-    max_mass = float(torch.minimum(a_.sum(-1), b_.sum(-1)).min())
-    if not (0 < mass <= max_mass * (1 + 1e-6)):
-        raise ValueError(f"mass must be in (0, min(sum a, sum b)] = (0, {max_mass:.6g}], got {mass!r}")
-    log_a, log_b = _safe_log(a_), _safe_log(b_)
-    log_k = cost.detach() / -eps
-    step = _partial_step(log_k, log_a, log_b, math.log(mass))
-    with torch.no_grad():
-        f = torch.zeros_like(a_)
-        g = torch.zeros_like(b_)
-        h = math.log(mass) - torch.logsumexp(log_k.flatten(-2), dim=-1)
-        state: State = (f, g, h)
-        err_val = math.inf
-        for it in range(1, max_iter + 1):
-            state = step(state, log_k)
-            if it % _CHECK_EVERY == 0 or it == max_iter:
-                f, g, h = state
-                p = torch.exp(log_k + _outer_sum(f, g) + h[..., None, None])
-                r, c = p.sum(-1), p.sum(-2)
-                err = (torch.minimum(r * torch.exp(-f), a_) - r).abs().sum(-1) + (
-                    torch.minimum(c * torch.exp(-g), b_) - c
-                ).abs().sum(-1)
-                prev_err, err_val = err_val, err.amax().item()
-                if err_val < tol or _stalled(err_val, prev_err, cost.dtype):
-                    break
-        else:
-            logger.debug("partial_sinkhorn_log: no convergence in %d iterations", max_iter)
+    cost = _fp32(cost)
+    with no_autocast(cost):
+        a_ = _marginal(a, cost, -2)
+        b_ = _marginal(b, cost, -1)
+        max_mass = float(torch.minimum(a_.sum(-1), b_.sum(-1)).min())
+        if not (0 < mass <= max_mass * (1 + 1e-6)):
+            raise ValueError(f"mass must be in (0, min(sum a, sum b)] = (0, {max_mass:.6g}], got {mass!r}")
+        log_k = cost.detach() / -eps
+        step = _partial_step(_safe_log(a_), _safe_log(b_), math.log(mass))
 
-    def readout(s: State, c: Tensor) -> Tensor:
-        f_, g_, h_ = s
-        return c / -eps + _outer_sum(f_, g_) + h_[..., None, None]
+        def advance(state: State, k: int) -> tuple[State, int]:
+            for _ in range(k):
+                state = step(state, log_k)
+            return state, k
 
-    def step_c(s: State, c: Tensor) -> State:
-        return step(s, c / -eps)
+        def error(state: State) -> float:
+            f, g, h = state
+            p = torch.exp(log_k + _outer_sum(f, g) + h[..., None, None])
+            r, c = p.sum(-1), p.sum(-2)
+            err = (torch.minimum(r * torch.exp(-f), a_) - r).abs().sum(-1) + (
+                torch.minimum(c * torch.exp(-g), b_) - c
+            ).abs().sum(-1)
+            return err.amax().item()
 
-    out = _FixedPointImplicit.apply(cost, state, step_c, readout, max_iter, tol)
-    return out if log_plan else out.exp()
+        with torch.no_grad():
+            h = math.log(mass) - torch.logsumexp(log_k.flatten(-2), dim=-1)
+            start: State = (torch.zeros_like(a_), torch.zeros_like(b_), h)
+            state, info = converge(start, advance, error, max_iter, tol, cost.dtype)
+
+        def readout(s: State, c: Tensor) -> Tensor:
+            f_, g_, h_ = s
+            return c / -eps + _outer_sum(f_, g_) + h_[..., None, None]
+
+        def step_c(s: State, c: Tensor) -> State:
+            return step(s, c / -eps)
+
+        out = FixedPointImplicit.apply(cost, state, step_c, readout, max_iter, tol, "partial_sinkhorn_log", eps)
+        return _finish("partial_sinkhorn_log", out, info, tol, eps, log_plan, return_info)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -496,7 +454,8 @@ def unbalanced_sinkhorn_log(
     tol: float = 1e-6,
     *,
     log_plan: bool = False,
-) -> Tensor:
+    return_info: bool = False,
+) -> Tensor | tuple[Tensor, OTInfo]:
     r"""Unbalanced entropic OT plan (KL-relaxed marginals), in the log domain.
 
     .. math::
@@ -537,56 +496,61 @@ def unbalanced_sinkhorn_log(
     tol : float
         Stop when the largest change of the potentials ``f, g`` (in units of ε, i.e. the
         relative change of plan entries) over one iteration is below ``tol``; checked every 10
-        iterations.
+        iterations. Not converging within ``max_iter`` warns once per process.
     log_plan : bool, keyword-only
         Return log π instead of π.
+    return_info : bool, keyword-only
+        Also return an :class:`OTInfo` (``error`` = that largest change of the potentials).
 
     Returns
     -------
-    Tensor (..., n, m)
-        π (or log π); differentiable w.r.t. ``cost`` (implicit differentiation).
+    Tensor (..., n, m), or (Tensor, OTInfo) with ``return_info``
+        π (or log π), float32 for a float16/bfloat16 cost; differentiable w.r.t. ``cost``
+        (implicit differentiation).
     """
     _check_cost(cost, eps)
     for name, reg in (("reg_a", reg_a), ("reg_b", reg_b)):
         if not reg > 0:
             raise ValueError(f"{name} must be > 0 (math.inf for a hard constraint), got {reg!r}")
     if math.isinf(reg_a) and math.isinf(reg_b):
-        return sinkhorn_log(cost, eps, a, b, max_iter=max_iter, tol=tol, log_plan=log_plan)
-    a_ = _marginal(a, cost, -2)
-    b_ = _marginal(b, cost, -1)
-    tau_a = 1.0 if math.isinf(reg_a) else reg_a / (reg_a + eps)
-    tau_b = 1.0 if math.isinf(reg_b) else reg_b / (reg_b + eps)
-    log_a, log_b = _safe_log(a_), _safe_log(b_)
+        return sinkhorn_log(cost, eps, a, b, max_iter=max_iter, tol=tol, log_plan=log_plan, return_info=return_info)
+    cost = _fp32(cost)
+    with no_autocast(cost):
+        a_ = _marginal(a, cost, -2)
+        b_ = _marginal(b, cost, -1)
+        tau_a = 1.0 if math.isinf(reg_a) else reg_a / (reg_a + eps)
+        tau_b = 1.0 if math.isinf(reg_b) else reg_b / (reg_b + eps)
+        log_a, log_b = _safe_log(a_), _safe_log(b_)
 
-    def step(state: State, c: Tensor) -> State:
-        (g,) = state
-        log_kernel = c / -eps
-        f = tau_a * (log_a - torch.logsumexp(log_kernel + g.unsqueeze(-2), dim=-1))
-        g = tau_b * (log_b - torch.logsumexp(log_kernel + f.unsqueeze(-1), dim=-2))
-        return (g,)
+        def step(state: State, c: Tensor) -> State:
+            (g,) = state
+            log_kernel = c / -eps
+            f = tau_a * (log_a - torch.logsumexp(log_kernel + g.unsqueeze(-2), dim=-1))
+            g = tau_b * (log_b - torch.logsumexp(log_kernel + f.unsqueeze(-1), dim=-2))
+            return (g,)
 
-    def f_of(g: Tensor, c: Tensor) -> Tensor:
-        return tau_a * (log_a - torch.logsumexp(c / -eps + g.unsqueeze(-2), dim=-1))
+        def f_of(g: Tensor, c: Tensor) -> Tensor:
+            return tau_a * (log_a - torch.logsumexp(c / -eps + g.unsqueeze(-2), dim=-1))
 
-    def readout(state: State, c: Tensor) -> Tensor:
-        (g,) = state
-        return c / -eps + _outer_sum(f_of(g, c), g)
+        def readout(state: State, c: Tensor) -> Tensor:
+            (g,) = state
+            return c / -eps + _outer_sum(f_of(g, c), g)
 
-    c_det = cost.detach()
-    with torch.no_grad():
-        state: State = (torch.zeros_like(b_),)
-        err_val = math.inf
-        for it in range(1, max_iter + 1):
-            new = step(state, c_det)
-            if it % _CHECK_EVERY == 0 or it == max_iter:
-                prev_err, err_val = err_val, (new[0] - state[0]).abs().amax().item()
-                if err_val < tol or _stalled(err_val, prev_err, cost.dtype):
-                    state = new
-                    break
-            state = new
-        else:
-            logger.debug("unbalanced_sinkhorn_log: no convergence in %d iterations", max_iter)
+        c_det = cost.detach()
 
-    out = _FixedPointImplicit.apply(cost, state, step, readout, max_iter, tol)
-    return out if log_plan else out.exp()
+        def advance(gs: State, k: int) -> tuple[State, int]:
+            _, g = gs  # (previous g, g): the residual is the change over the last iteration
+            for _ in range(k):
+                gs = (g, step((g,), c_det)[0])
+                g = gs[1]
+            return gs, k
+
+        def error(gs: State) -> float:
+            return (gs[1] - gs[0]).abs().amax().item()
+
+        with torch.no_grad():
+            g0 = torch.zeros_like(b_)
+            (_, g), info = converge((g0, g0), advance, error, max_iter, tol, cost.dtype)
+        out = FixedPointImplicit.apply(cost, (g,), step, readout, max_iter, tol, "unbalanced_sinkhorn_log", eps)
+        return _finish("unbalanced_sinkhorn_log", out, info, tol, eps, log_plan, return_info)
 

@@ -31,7 +31,7 @@ import math
 import statistics
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import ot as pot
 import torch
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                         print(f"{'b':>5} {'eps':>6} {'solver':>9} {'ours_ms':>10} {'pot_ms':>11} "
                               f"{'ratio':>8} {'max_abs_diff':>13}")
                     print(f"{r['b']:>5} {r['eps']:>6} {r['solver']:>9} {r['ours_ms']:>10.2f} "
-                          f"{r['pot_ms']:>10.2f}{'*' if extrapolated else ' '} {r['ratio']:>8.1f} {r['max_abs_diff']:>13.2e}",
+                          f"{r['pot_ms']:>10.2f}{'*' if extrapolated else ' '} {r['ratio']:>8.1f} "
+                          f"{r['max_abs_diff']:>13.2e}",
                           flush=True)
     if args.json:
         print(json.dumps(rows))

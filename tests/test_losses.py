@@ -69,19 +69,22 @@ def test_mltm_gradients_reach_embeddings_and_metric() -> None:
 
 
 def test_partial_loss_target_and_value() -> None:
-    audio, text = _pairs(dtype=torch.float64)
+    # noise 0.6: a non-trivial plan on which both solvers reach tol 1e-12 in at most a few hundred
+    # iterations (a near-permutation plan, as with noise 0.1, needs over 10^4 at this eps)
+    audio, text = _pairs(noise=0.6, dtype=torch.float64)
     metric = MahalanobisMetric(16).double()
     s, eps = 0.9, 0.1
-    loss = PartialMLTMLoss(eps=eps, mass=s, max_iter=20000, tol=1e-12)(audio, text, metric)
+    loss = PartialMLTMLoss(eps=eps, mass=s, max_iter=2000, tol=1e-12)(audio, text, metric)
     unif = torch.full((12,), 1 / 12, dtype=torch.float64)
     plan = pot.partial.entropic_partial_wasserstein(unif, unif, torch.cdist(audio, text), eps, m=s,
-                                                    numItermax=3000)
+                                                    numItermax=1000)
     expected = -(s / 12) * torch.log(12 * plan.diagonal() / s).sum()
-    assert abs(loss.item() - expected.item()) < 1e-7
+    assert expected > 0.1  # a non-trivial plan
+    assert abs(loss.item() - expected.item()) < 1e-10
     # s = 1 is the balanced m-LTM loss
-    full = PartialMLTMLoss(eps=eps, mass=1.0, max_iter=20000, tol=1e-12)(audio, text, metric)
-    balanced = MLTMLoss(eps=eps, max_iter=20000, tol=1e-12)(audio, text, metric)
-    assert abs(full.item() - balanced.item()) < 1e-6
+    full = PartialMLTMLoss(eps=eps, mass=1.0, max_iter=2000, tol=1e-12)(audio, text, metric)
+    balanced = MLTMLoss(eps=eps, max_iter=2000, tol=1e-12)(audio, text, metric)
+    assert abs(full.item() - balanced.item()) < 1e-10
 
 
 def test_target_plan_blocks() -> None:

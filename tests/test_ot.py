@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atr_demo.ot import partial_sinkhorn_log, sinkhorn_log, unbalanced_sinkhorn_log
+from atr_demo import ot_fixed_point
+from atr_demo.ot import OTConvergenceWarning, OTInfo, partial_sinkhorn_log, sinkhorn_log, unbalanced_sinkhorn_log
 
 
 def _cost(n: int, m: int, d: int = 8, dtype: torch.dtype = torch.float64, seed: int = 0) -> torch.Tensor:
@@ -205,3 +206,70 @@ def test_invalid_arguments() -> None:
         sinkhorn_log(torch.rand(3, 3), 0.0)
     with pytest.raises(ValueError):
         unbalanced_sinkhorn_log(torch.rand(3, 3), 0.1, 0.0, 1.0)
+
+
+SOLVERS = {
+    "sinkhorn_log": lambda c, **kw: sinkhorn_log(c, 0.1, **kw),
+    "partial_sinkhorn_log": lambda c, **kw: partial_sinkhorn_log(c, 0.1, 0.8, **kw),
+    "unbalanced_sinkhorn_log": lambda c, **kw: unbalanced_sinkhorn_log(c, 0.1, 1.0, 0.5, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_return_info(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ot_fixed_point, "_WARNED", set())
+    solve = SOLVERS[name]
+    cost = _cost(10, 8)
+    plan = solve(cost, max_iter=3000, tol=1e-10)
+    out, info = solve(cost, max_iter=3000, tol=1e-10, return_info=True)
+    assert isinstance(info, OTInfo) and torch.equal(out, plan)  # same plan as without the flag
+    assert info.converged and 0 < info.iterations < 3000 and info.error < 1e-10
+    if name == "sinkhorn_log":  # its error is the L1 row-marginal violation
+        assert info.error == pytest.approx((out.sum(1) - 1 / 10).abs().sum().item(), rel=1e-6, abs=1e-16)
+    # the checks fall every 10 iterations and at max_iter: a loosened tol stops at an earlier check
+    _, loose = solve(cost, max_iter=3000, tol=1e-4, return_info=True)
+    assert loose.iterations < info.iterations and loose.error < 1e-4
+    with pytest.warns(OTConvergenceWarning, match=f"^{name}: no convergence in 13 iterations"):
+        _, capped = solve(cost, max_iter=13, tol=1e-10, return_info=True)
+    assert capped == OTInfo(13, capped.error, False) and capped.error >= 1e-10
+
+
+def test_non_convergence_warns_once_with_the_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ot_fixed_point, "_WARNED", set())
+    cost = _cost(10, 8)
+    with pytest.warns(OTConvergenceWarning) as record:
+        _, info = sinkhorn_log(cost, 0.05, max_iter=7, tol=1e-9, return_info=True)
+        sinkhorn_log(cost, 0.05, max_iter=7, tol=1e-9)  # the same solver again: no second warning
+        partial_sinkhorn_log(cost, 0.05, 0.8, max_iter=5, tol=1e-9)  # another solver warns once too
+    messages = [str(w.message) for w in record if issubclass(w.category, OTConvergenceWarning)]
+    assert len(messages) == 2
+    assert messages[0].startswith("sinkhorn_log: no convergence in 7 iterations")
+    assert f"error {info.error:.3e}" in messages[0] and "tol 1e-09" in messages[0] and "eps 0.05" in messages[0]
+    assert record[0].filename == __file__  # points at the caller
+    assert messages[1].startswith("partial_sinkhorn_log: no convergence in 5 iterations")
+
+
+def test_implicit_gradient_non_convergence_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ot_fixed_point, "_WARNED", {"unbalanced_sinkhorn_log"})  # forward already warned
+    cost = _cost(6, 5).requires_grad_(True)
+    message = r"unbalanced_sinkhorn_log \(implicit gradient\): no convergence in 3 iterations"
+    with pytest.warns(OTConvergenceWarning, match=message):
+        unbalanced_sinkhorn_log(cost, 0.05, 1.0, 0.5, max_iter=3, tol=1e-12).sum().backward()
+    assert torch.isfinite(cost.grad).all()
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_solvers_run_in_float32_under_autocast(name: str) -> None:
+    """Under bfloat16 autocast: a float32 cost gives the plan it gives without autocast (no
+    bfloat16 matmul inside), and a bfloat16 cost is solved in float32, with gradients."""
+    solve = SOLVERS[name]
+    cost32 = _cost(16, 12, dtype=torch.float32)
+    ref = solve(cost32, tol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = solve(cost32, tol=1e-5)
+        cost16 = cost32.to(torch.bfloat16).requires_grad_(True)
+        plan16 = solve(cost16, tol=1e-5)
+    assert under.dtype == torch.float32 and torch.equal(under, ref)
+    assert plan16.dtype == torch.float32 and torch.equal(plan16, solve(cost16.detach().float(), tol=1e-5))
+    (plan16 * torch.linspace(-1, 1, 12)).sum().backward()
+    assert cost16.grad.dtype == torch.bfloat16 and torch.isfinite(cost16.grad.float()).all()
