@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gallery", action="append", type=Path, default=None, metavar="DIR",
                         help="folder of audio files to search, indexed recursively (repeatable; "
                              f"default: {BUNDLED_GALLERY.name}/ when it exists)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder (default: ~/.cache/atr_demo)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="embedding cache folder (default: ~/.cache/atr_demo)")
     parser.add_argument("--max-upload-s", type=float, default=120.0, help="longest accepted upload in seconds")
     parser.add_argument("--host", default=None, help="interface to bind (default: 0.0.0.0 in a Space, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)))

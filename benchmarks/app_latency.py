@@ -114,7 +114,7 @@ def cold_start(model: str, gallery: Path, cache_dir: Path, timeout: float = 600.
 
 def query_latency(state: object, mode: str, repeats: int) -> tuple[float, float]:
     """Median and p95 (ms) of a text → top-10 search through the app's callback."""
-    from atr_demo.ui import search_text_cb
+    from atr_demo.ui.callbacks import search_text_cb
 
     search_text_cb(state, QUERIES[0], 10, mode)  # warm-up (fills the anchor cache)
     times = []
@@ -136,13 +136,16 @@ def synthetic_state(model: object, n: int, seed: int = 0) -> object:
     words = ("dog", "rain", "door", "engine", "bird", "glass", "crowd", "wind", "water", "bell")
     rng = random.Random(seed)
     files = [Path(f"/synthetic/clip{i:05d}.wav") for i in range(n)]
-    meta = [{"file": str(f), "caption": f"a {rng.choice(words)} and a {rng.choice(words)} {i}"} for i, f in enumerate(files)]
+    meta = [
+        {"file": str(f), "caption": f"a {rng.choice(words)} and a {rng.choice(words)} {i}"} for i, f in enumerate(files)
+    ]
     return AppState(model=model, gallery=Gallery(files=files, embeddings=emb, metadata=meta))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", help="model for the app: tiny (default), bundled, aisfx-minilm, a folder or a Hub id")
+    parser.add_argument("--model", default="tiny",
+                        help="model for the app: tiny (default), bundled, aisfx-minilm, a folder or a Hub id")
     parser.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: bundled or generated)")
     parser.add_argument("--synthetic", type=int, default=10_000, help="clips in the synthetic gallery")
     parser.add_argument("--repeats", type=int, default=20, help="timed queries per mode")
@@ -173,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             ("cold start → first /search_text (empty embedding cache)", f"{cold:.2f} s"),
             ("restart → first /search_text (embedding cache filled)", f"{warm:.2f} s"),
         ]
+        galleries = ((f"gallery ({len(state.gallery)} clips)", state), (f"synthetic ({args.synthetic} clips)", synth))
         for mode in args.modes.split(","):
-            for name, st in ((f"gallery ({len(state.gallery)} clips)", state), (f"synthetic ({args.synthetic} clips)", synth)):
+            for name, st in galleries:
                 med, p95 = query_latency(st, mode, args.repeats)
                 rows.append((f"text → top-10, {mode}, {name}", f"{med:.1f} ms median, {p95:.1f} ms p95"))
         rows.append(("peak RSS, app server, cold start (indexing the gallery)", f"{server_peak:.0f} MiB"))

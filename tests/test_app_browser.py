@@ -7,8 +7,9 @@ README's screenshots are made::
     ATR_SCREENSHOT_BUNDLED=1 ATR_UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest tests/test_app_browser.py
 
 Screenshots of every tab are saved under ``test-artifacts/`` and copied to ``docs/screenshots/``
-(the README shows them) when missing or when ``ATR_UPDATE_SCREENSHOTS=1``. Skipped, with the reason printed, when ``/usr/bin/chromium`` is absent
-(``apt-get install chromium chromium-driver`` installs it).
+(the README shows them) when missing or when ``ATR_UPDATE_SCREENSHOTS=1``. Skipped, with the
+reason printed, when ``/usr/bin/chromium`` is absent (``apt-get install chromium chromium-driver``
+installs it).
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def test_search_as_you_type(page: object) -> None:
 
 def test_audio_upload_ranks_captions(page: object) -> None:
     open_tab(page, "Audio → text")
-    page.locator("#audio-query input[type=file]").set_input_files(str(page.state.gallery.files[0]))  # type: ignore[attr-defined]
+    clip = str(page.state.gallery.files[0])  # type: ignore[attr-defined]
+    page.locator("#audio-query input[type=file]").set_input_files(clip)  # type: ignore[attr-defined]
     page.get_by_role("button", name="Rank captions").click()  # type: ignore[attr-defined]
     table = page.locator("#caption-table")  # type: ignore[attr-defined]
     first_caption = caption(page, 0)
@@ -139,7 +141,8 @@ def test_audio_upload_ranks_captions(page: object) -> None:
 
 def test_zero_shot_upload_shows_chart(page: object) -> None:
     open_tab(page, "Zero-shot ESC-50")
-    page.locator("#zs-files input[type=file]").set_input_files(str(page.state.gallery.files[1]))  # type: ignore[attr-defined]
+    clip = str(page.state.gallery.files[1])  # type: ignore[attr-defined]
+    page.locator("#zs-files input[type=file]").set_input_files(clip)  # type: ignore[attr-defined]
     chart = page.locator("#zs-plot img")  # type: ignore[attr-defined]
     chart.wait_for(state="visible")
     assert chart.bounding_box()["height"] > 100

@@ -9,14 +9,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
-import soundfile as sf
-import torch
 
+from atr_demo import ui
 from atr_demo.errors import ATRError
 from atr_demo.model import load_model
+from atr_demo.ui import callbacks, render
+from atr_demo.ui import state as ui_state
 from atr_demo.zeroshot import ESC50_CLASSES
 from tests.helpers import write_tone
-from atr_demo import ui
 
 TONES = {
     "beep.wav": (880.0, "a high beep"),
@@ -80,7 +80,7 @@ def test_make_state_missing_folder_raises(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["cosine", "metric", "transport"])
 def test_search_text_sorted_and_complete(state: ui.AppState, mode: str) -> None:
-    results = ui.search_text_cb(state, "a low hum", 4, mode)
+    results = callbacks.search_text_cb(state, "a low hum", 4, mode)
     assert [r["rank"] for r in results] == [1, 2, 3, 4]
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
@@ -91,14 +91,14 @@ def test_search_text_sorted_and_complete(state: ui.AppState, mode: str) -> None:
         assert Path(r["file"]).is_file()
     if mode == "transport":
         assert all(0 <= s <= 1 for s in scores)
-        every = ui.search_text_cb(state, "a low hum", len(TONES), mode)
+        every = callbacks.search_text_cb(state, "a low hum", len(TONES), mode)
         assert math.isclose(sum(r["score"] for r in every), 1.0, abs_tol=1e-4)
 
 
 def test_search_text_cosine_scores_match_embeddings(state: ui.AppState) -> None:
-    results = ui.search_text_cb(state, "a bird chirps", len(TONES), "cosine")
+    results = callbacks.search_text_cb(state, "a bird chirps", len(TONES), "cosine")
     q = state.model.embed_texts(["a bird chirps"])[0]
-    expected = {str(f): float(e @ q) for f, e in zip(state.gallery.files, state.gallery.embeddings)}
+    expected = {str(f): float(e @ q) for f, e in zip(state.gallery.files, state.gallery.embeddings, strict=True)}
     for r in results:
         assert r["score"] == pytest.approx(expected[r["file"]], abs=1e-5)
 
@@ -110,19 +110,19 @@ def test_search_text_cosine_scores_match_embeddings(state: ui.AppState) -> None:
 )
 def test_search_text_errors(state: ui.AppState, query: str, k: int, mode: str, message: str) -> None:
     with pytest.raises(gr.Error, match=message):
-        ui.search_text_cb(state, query, k, mode)
+        callbacks.search_text_cb(state, query, k, mode)
 
 
 def test_search_as_you_type_is_silent_when_it_should_be(state: ui.AppState) -> None:
     skip = type(gr.skip())
-    assert isinstance(ui.search_as_you_type(state, "a bird", 3, "cosine", None, False), skip)
-    assert isinstance(ui.search_as_you_type(state, "a", 3, "cosine", None, True), skip)
-    assert isinstance(ui.search_as_you_type(state, "a bird", 3, "transport", None, True), skip)
-    assert len(ui.search_as_you_type(state, "a bird", 3, "cosine", None, True)) == 3
+    assert isinstance(callbacks.search_as_you_type(state, "a bird", 3, "cosine", None, False), skip)
+    assert isinstance(callbacks.search_as_you_type(state, "a", 3, "cosine", None, True), skip)
+    assert isinstance(callbacks.search_as_you_type(state, "a bird", 3, "transport", None, True), skip)
+    assert len(callbacks.search_as_you_type(state, "a bird", 3, "cosine", None, True)) == 3
 
 
 def test_search_text_k_larger_than_gallery(state: ui.AppState) -> None:
-    assert len(ui.search_text_cb(state, "a dog", 50, "cosine")) == len(TONES)
+    assert len(callbacks.search_text_cb(state, "a dog", 50, "cosine")) == len(TONES)
 
 
 # -- audio → text ------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_search_text_k_larger_than_gallery(state: ui.AppState) -> None:
 @pytest.mark.parametrize("mode", ["cosine", "metric", "transport"])
 def test_search_audio_ranks_captions_and_finds_itself(state: ui.AppState, mode: str) -> None:
     clip = state.gallery.files[0]
-    out = ui.search_audio_cb(state, str(clip), "a cat meows\nwater boils\n\na cat meows", 50, mode)
+    out = callbacks.search_audio_cb(state, str(clip), "a cat meows\nwater boils\n\na cat meows", 50, mode)
     captions = out["captions"]
     assert len(captions) == len(TONES) + 2  # duplicates and blank lines dropped
     scores = [c["score"] for c in captions]
@@ -142,7 +142,7 @@ def test_search_audio_ranks_captions_and_finds_itself(state: ui.AppState, mode: 
     assert nearest["file"] == str(clip)  # the clip is its own nearest neighbour
     if mode != "metric":
         assert nearest["score"] == pytest.approx(1.0, abs=1e-4)
-    assert len(out["sounds"]) == ui.NEAREST_SOUNDS
+    assert len(out["sounds"]) == callbacks.NEAREST_SOUNDS
 
 
 @pytest.mark.parametrize(
@@ -151,13 +151,13 @@ def test_search_audio_ranks_captions_and_finds_itself(state: ui.AppState, mode: 
 )
 def test_search_audio_bad_uploads(state: ui.AppState, bad_files: dict[str, Path], kind: str, message: str) -> None:
     with pytest.raises(gr.Error, match=message) as info:
-        ui.search_audio_cb(state, str(bad_files[kind]), "", 5, "cosine")
+        callbacks.search_audio_cb(state, str(bad_files[kind]), "", 5, "cosine")
     assert str(bad_files[kind].parent) not in str(info.value)  # server paths are not shown
 
 
 def test_search_audio_no_file(state: ui.AppState) -> None:
     with pytest.raises(gr.Error, match="no audio given"):
-        ui.search_audio_cb(state, None, "", 5, "cosine")
+        callbacks.search_audio_cb(state, None, "", 5, "cosine")
 
 
 # -- zero-shot ---------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_search_audio_no_file(state: ui.AppState) -> None:
 
 def test_zero_shot_esc50_default(state: ui.AppState) -> None:
     files = [str(f) for f in state.gallery.files[:2]]
-    results, fig = ui.zero_shot_cb(state, files, None, "", "the sound of {}", 5)
+    results, fig = callbacks.zero_shot_cb(state, files, None, "", "the sound of {}", 5)
     assert [r["name"] for r in results] == [Path(f).name for f in files]
     for r in results:
         probs = [x["probability"] for x in r["labels"]]
@@ -176,7 +176,7 @@ def test_zero_shot_esc50_default(state: ui.AppState) -> None:
 
 def test_zero_shot_custom_labels_sum_to_one(state: ui.AppState) -> None:
     labels = "dog\ncat\n rain \n\ndog"
-    results, _ = ui.zero_shot_cb(state, [str(state.gallery.files[0])], str(state.gallery.files[1]), labels,
+    results, _ = callbacks.zero_shot_cb(state, [str(state.gallery.files[0])], str(state.gallery.files[1]), labels,
                                  "the sound of {}\na recording of {}", 10)
     assert len(results) == 2  # a file plus a recording
     for r in results:
@@ -197,43 +197,45 @@ def test_zero_shot_label_cache_reused(state: ui.AppState) -> None:
      ("GALLERY", "dog", "no placeholder", "has no '{}'"),
      ("GALLERY", "\n \n", "{}", None)],
 )
-def test_zero_shot_errors(state: ui.AppState, files: str | None, labels: str, template: str, message: str | None) -> None:
+def test_zero_shot_errors(
+    state: ui.AppState, files: str | None, labels: str, template: str, message: str | None
+) -> None:
     paths = [str(state.gallery.files[0])] if files == "GALLERY" else None
     if message is None:  # blank labels fall back to ESC-50
-        results, _ = ui.zero_shot_cb(state, paths, None, labels, template, 3)
+        results, _ = callbacks.zero_shot_cb(state, paths, None, labels, template, 3)
         assert results[0]["labels"][0]["label"] in ESC50_CLASSES
         return
     with pytest.raises(gr.Error, match=message):
-        ui.zero_shot_cb(state, paths, None, labels, template, 3)
+        callbacks.zero_shot_cb(state, paths, None, labels, template, 3)
 
 
 def test_zero_shot_names_bad_file(state: ui.AppState, bad_files: dict[str, Path]) -> None:
     with pytest.raises(gr.Error, match="corrupt.wav"):
-        ui.zero_shot_cb(state, [str(state.gallery.files[0]), str(bad_files["corrupt"])], None, "", "{}", 3)
+        callbacks.zero_shot_cb(state, [str(state.gallery.files[0]), str(bad_files["corrupt"])], None, "", "{}", 3)
 
 
 # -- transport plan ----------------------------------------------------------------------------
 
 
 def test_random_draw_is_deterministic_and_matches_clips(state: ui.AppState) -> None:
-    files, captions = ui.random_draw(state, n=4, seed=3)
-    assert (files, captions) == ui.random_draw(state, n=4, seed=3)
+    files, captions = callbacks.random_draw(state, n=4, seed=3)
+    assert (files, captions) == callbacks.random_draw(state, n=4, seed=3)
     assert len(files) == 4 and len(set(files)) == 4
-    by_name = {ui.clip_choices(state.gallery)[i]: m["caption"] for i, m in enumerate(state.gallery.metadata)}
+    by_name = {ui_state.clip_choices(state.gallery)[i]: m["caption"] for i, m in enumerate(state.gallery.metadata)}
     assert sorted(captions.splitlines()) == sorted(by_name[f] for f in files)
 
 
 def test_dropdown_choices_sample_large_galleries(state: ui.AppState) -> None:
-    names = ui.clip_choices(state.gallery)
-    assert ui.dropdown_choices(state.gallery, []) == names
-    small = ui.dropdown_choices(state.gallery, [names[0]], limit=2)
+    names = ui_state.clip_choices(state.gallery)
+    assert ui_state.dropdown_choices(state.gallery, []) == names
+    small = ui_state.dropdown_choices(state.gallery, [names[0]], limit=2)
     assert len(small) in (2, 3) and names[0] in small and set(small) <= set(names)
 
 
 def test_transport_plan_balanced_marginals(state: ui.AppState) -> None:
-    files = ui.clip_choices(state.gallery)[:4]
+    files = ui_state.clip_choices(state.gallery)[:4]
     captions = "a high beep\na low electrical hum\na buzzing insect"
-    data, fig, summary = ui.transport_plan_cb(state, files, captions, 0.1, 1.0)
+    data, fig, summary = callbacks.transport_plan_cb(state, files, captions, 0.1, 1.0)
     plan = np.array(data["plan"])
     assert plan.shape == (4, 3) and (plan >= 0).all()
     np.testing.assert_allclose(plan.sum(1), 1 / 4, atol=1e-5)
@@ -249,8 +251,8 @@ def test_transport_plan_balanced_marginals(state: ui.AppState) -> None:
 
 
 def test_transport_plan_partial_mass(state: ui.AppState) -> None:
-    files = ui.clip_choices(state.gallery)[:3]
-    data, _, _ = ui.transport_plan_cb(state, files, "a bird chirps\nsomeone whistles\nthunder", 0.05, 0.6)
+    files = ui_state.clip_choices(state.gallery)[:3]
+    data, _, _ = callbacks.transport_plan_cb(state, files, "a bird chirps\nsomeone whistles\nthunder", 0.05, 0.6)
     plan = np.array(data["plan"])
     assert plan.sum() == pytest.approx(0.6, abs=1e-4)
     assert (plan.sum(1) <= 1 / 3 + 1e-5).all() and (plan.sum(0) <= 1 / 3 + 1e-5).all()
@@ -265,29 +267,33 @@ def test_transport_plan_partial_mass(state: ui.AppState) -> None:
      (["beep.wav"], "a beep", 0.1, 1.5, "mass must be in"),
      (["beep.wav"], "\n".join(f"c{i}" for i in range(20)), 0.1, 1.0, "at most")],
 )
-def test_transport_plan_errors(state: ui.AppState, files: list[str], captions: str, eps: float, mass: float, message: str) -> None:
+def test_transport_plan_errors(
+    state: ui.AppState, files: list[str], captions: str, eps: float, mass: float, message: str
+) -> None:
     with pytest.raises(gr.Error, match=message):
-        ui.transport_plan_cb(state, files, captions, eps, mass)
+        callbacks.transport_plan_cb(state, files, captions, eps, mass)
 
 
 # -- library -----------------------------------------------------------------------------------
 
 
-def test_add_to_library_then_search_finds_upload(state: ui.AppState, tmp_path: Path, bad_files: dict[str, Path]) -> None:
+def test_add_to_library_then_search_finds_upload(
+    state: ui.AppState, tmp_path: Path, bad_files: dict[str, Path]
+) -> None:
     mine = write_tone(tmp_path / "mine.wav", freq=500.0, sr=22050)
-    session, status, table = ui.add_to_library_cb(state, [str(mine), str(bad_files["corrupt"])], "my own tone")
+    session, status, table = callbacks.add_to_library_cb(state, [str(mine), str(bad_files["corrupt"])], "my own tone")
     assert len(session) == 1 and "Added 1 clip" in status and "corrupt.wav" in status
     assert table == [["mine.wav", "my own tone"]]
-    results = ui.search_text_cb(state, "my own tone", 50, "cosine", session)
+    results = callbacks.search_text_cb(state, "my own tone", 50, "cosine", session)
     assert len(results) == len(TONES) + 1
     assert [r for r in results if r["origin"] == "yours"][0]["caption"] == "my own tone"
     assert len(state.gallery) == len(TONES)  # the shared gallery is unchanged
-    nearest = ui.search_audio_cb(state, str(mine), "", 3, "cosine", session)["sounds"][0]
+    nearest = callbacks.search_audio_cb(state, str(mine), "", 3, "cosine", session)["sounds"][0]
     assert nearest["origin"] == "yours"
     with pytest.raises(gr.Error, match="none of the files"):
-        ui.add_to_library_cb(state, [str(bad_files["empty"])], "")
+        callbacks.add_to_library_cb(state, [str(bad_files["empty"])], "")
     with pytest.raises(gr.Error, match="no files"):
-        ui.add_to_library_cb(state, [], "")
+        callbacks.add_to_library_cb(state, [], "")
 
 
 # -- model panel, rendering --------------------------------------------------------------------
@@ -297,17 +303,17 @@ def test_model_info_reads_model_card(state: ui.AppState, tmp_path: Path) -> None
     card = tmp_path / "README.md"
     card.write_text("---\nlicense: mit\n---\n# m\n## Usage\nx\n## Evaluation\n\n| metric | value |\n|---|---|\n"
                     "| t2a R@1 | 0.123 |\n\n## Backbones\nmore\n", encoding="utf-8")
-    metrics = ui.model_card_metrics(tmp_path)
+    metrics = render.model_card_metrics(tmp_path)
     assert "t2a R@1 | 0.123" in metrics and "Usage" not in metrics and "license" not in metrics
-    assert ui.model_card_metrics(tmp_path / "missing") == ""
-    info = ui.model_info_markdown(state)
+    assert render.model_card_metrics(tmp_path / "missing") == ""
+    info = render.model_info_markdown(state)
     assert "tiny" in info and "tiny_audio" in info and f"{len(TONES)} clips" in info
     assert "No evaluation metrics" in info
 
 
 def test_render_slots_shows_only_results(state: ui.AppState) -> None:
-    results = ui.search_text_cb(state, "a beep", 3, "cosine")
-    updates = ui.render_slots(results, 5)
+    results = callbacks.search_text_cb(state, "a beep", 3, "cosine")
+    updates = render.render_slots(results, 5)
     rows, audios, texts = updates[:5], updates[5:10], updates[10:]
     assert [r["visible"] for r in rows] == [True, True, True, False, False]
     assert audios[0]["value"] == results[0]["file"]
@@ -358,20 +364,22 @@ def test_bundled_model_retrieves_gallery_captions(tmp_path: Path) -> None:
     if not (BUNDLED_MODEL / "config.json").is_file() or not BUNDLED_GALLERY.is_dir():
         pytest.skip("bundled_model/ or bundled_gallery/ is not there yet")
     state = ui.make_state(load_model(None), [BUNDLED_GALLERY], cache_dir=tmp_path, progress=False)
-    captioned = [(str(f), m["caption"]) for f, m in zip(state.gallery.files, state.gallery.metadata) if m.get("caption")]
+    clips = list(zip(state.gallery.files, state.gallery.metadata, strict=True))
+    captioned = [(str(f), m["caption"]) for f, m in clips if m.get("caption")]
     assert len(captioned) >= 20
     captioned = captioned[::2]  # 50 queries per mode keep the test short; measured R@10 ≈ 0.5–0.6
     for mode in ("cosine", "transport"):
         hits = sum(
-            any(r["file"] == f for r in ui.search_text_cb(state, caption, 10, mode)) for f, caption in captioned
+            any(r["file"] == f for r in callbacks.search_text_cb(state, caption, 10, mode)) for f, caption in captioned
         )
         assert hits / len(captioned) >= 0.3, f"{mode}: text→audio R@10 {hits / len(captioned):.2f} (chance ≈ 0.1)"
-    labelled = [(str(f), m["esc50"]) for f, m in zip(state.gallery.files, state.gallery.metadata) if m.get("esc50")][:10]
+    labelled = [(str(f), m["esc50"]) for f, m in clips if m.get("esc50")][:10]
     if labelled:
-        top5 = sum(
-            label in [x["label"] for x in ui.zero_shot_cb(state, [f], None, "", "the sound of {}", 5)[0][0]["labels"]]
-            for f, label in labelled
-        )
+        top5 = 0
+        for f, label in labelled:
+            results, _ = callbacks.zero_shot_cb(state, [f], None, "", "the sound of {}", 5)
+            top5 += label in [x["label"] for x in results[0]["labels"]]
         assert top5 / len(labelled) >= 0.3  # measured ≈ 0.8 on 20 clips
-    data, _, _ = ui.transport_plan_cb(state, *ui.random_draw(state, n=5, seed=0), state.model.config.eps, 1.0)
+    files, captions = callbacks.random_draw(state, n=5, seed=0)
+    data, _, _ = callbacks.transport_plan_cb(state, files, captions, state.model.config.eps, 1.0)
     assert sum(data["row_marginals"]) == pytest.approx(1.0, abs=1e-4)

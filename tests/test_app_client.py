@@ -12,6 +12,7 @@ from gradio_client import Client, handle_file
 
 from atr_demo import ui
 from atr_demo.model import load_model
+from atr_demo.ui.state import clip_choices
 from tests.test_app_callbacks import TONES, make_gallery
 
 
@@ -71,7 +72,7 @@ def test_zero_shot_endpoint(served: tuple[Client, ui.AppState]) -> None:
 
 def test_transport_plan_endpoint(served: tuple[Client, ui.AppState]) -> None:
     client, state = served
-    files = ui.clip_choices(state.gallery)[:3]
+    files = clip_choices(state.gallery)[:3]
     data, plot, summary = client.predict(files, "a high beep\na bird chirps", 0.1, 1.0, api_name="/transport_plan")
     plan = np.array(data["plan"])
     assert plan.shape == (3, 2)

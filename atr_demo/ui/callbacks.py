@@ -1,0 +1,353 @@
+"""The app's callbacks, plain functions of an :class:`AppState` and plain values.
+
+Each returns plain data (lists of dicts, matplotlib figures, Markdown strings) and raises
+:class:`~atr_demo.ui.errors.UserError` (a :class:`gradio.Error`) with a readable message for
+anything a user can get wrong (an empty query, a corrupt upload, an unknown label template).
+They are tested as functions, without a server.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import torch
+from matplotlib.figure import Figure
+
+from atr_demo.errors import ATRError
+from atr_demo.gallery import Gallery, index_gallery
+from atr_demo.retrieval import MODES, cost_matrix, score_matrix, scores_to_probabilities, top_k, transport_plan
+from atr_demo.search import MAX_ANCHORS, label_clips, search_text
+from atr_demo.ui.errors import UserError, user_errors
+from atr_demo.ui.figures import transport_figure, zero_shot_figure
+from atr_demo.ui.render import transport_summary
+from atr_demo.ui.state import DEFAULT_TEMPLATE, AppState, clip_captions, clip_choices
+from atr_demo.zeroshot import ESC50_CLASSES, parse_labels
+
+#: Nearest gallery sounds shown on the audio → text tab.
+NEAREST_SOUNDS = 5
+#: Most clips / captions in a transport plan (the heatmap stays readable).
+MAX_PLAN_ITEMS = 12
+#: Most files classified in one zero-shot request, and added to a session library at once.
+MAX_ZERO_SHOT_FILES = 8
+MAX_LIBRARY_FILES = 50
+
+
+def _file_path(value: Any) -> str | None:
+    """A path from what Gradio hands a callback (a str, a ``FileData``-like object, or a dict)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, Path)):
+        return str(value)
+    if isinstance(value, dict):
+        return value.get("path") or value.get("name")
+    return getattr(value, "path", None) or getattr(value, "name", None)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise UserError(f"unknown scoring mode {mode!r}: choose one of {', '.join(MODES)}")
+    return mode
+
+
+def _check_k(k: Any, limit: int = 100) -> int:
+    try:
+        value = int(k)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"k must be a whole number, got {k!r}") from exc
+    if not 1 <= value <= limit:
+        raise UserError(f"k must be between 1 and {limit}, got {value}")
+    return value
+
+
+def _result_row(rank: int, meta: dict[str, Any], score: float, origin: str = "gallery") -> dict[str, Any]:
+    captions = clip_captions(meta)
+    return {
+        "rank": rank,
+        "file": str(meta.get("file", "")),
+        "name": Path(str(meta.get("file", ""))).name,
+        "caption": captions[0] if captions else "",
+        "score": float(score),
+        "source": str(meta.get("source") or ""),
+        "author": str(meta.get("author") or ""),
+        "licence": str(meta.get("licence") or meta.get("license") or ""),
+        "origin": origin,
+    }
+
+
+@user_errors
+def search_text_cb(
+    state: AppState, query: str, k: float = 10, mode: str = "cosine", session: Gallery | None = None
+) -> list[dict[str, Any]]:
+    """Text → audio: the ``k`` best gallery clips for ``query``, best first.
+
+    Returns a list of ``{"rank", "file", "name", "caption", "score", "source", "author",
+    "licence", "origin"}``; ``score`` is the cosine similarity, the negated ground-metric
+    distance, or the transport plan's conditional probability, depending on ``mode``.
+    """
+    query = (query or "").strip()
+    if not query:
+        raise UserError("the query is empty: type what you want to hear, e.g. 'a dog barks'")
+    k, mode = _check_k(k), _check_mode(mode)
+    gallery = state.combined(session)
+    if len(gallery) == 0:
+        raise UserError(
+            "the gallery is empty: add sounds in the 'Your library' tab or start the app with --gallery DIR"
+        )
+    anchors = state.text_anchors() if mode == "transport" else None
+    hits = search_text(state.model, gallery, [query], k=k, mode=mode, anchors=anchors)[0]["results"]
+    n_shared = len(state.gallery)
+    index = {str(f): i for i, f in enumerate(gallery.files)}
+    return [
+        _result_row(rank, hit, hit["score"], "gallery" if index.get(hit["file"], 0) < n_shared else "yours")
+        for rank, hit in enumerate(hits, 1)
+    ]
+
+
+def search_as_you_type(
+    state: AppState, query: str, k: float, mode: str, session: Gallery | None, enabled: bool
+) -> list[dict[str, Any]] | Any:
+    """Live search while typing: like :func:`search_text_cb`, but silent (``gr.skip()``) when
+    disabled, when the query is shorter than 3 characters, or in the slower transport mode."""
+    if not enabled or mode == "transport" or len((query or "").strip()) < 3:
+        return gr.skip()
+    return search_text_cb(state, query, k, mode, session)
+
+
+@user_errors
+def search_audio_cb(
+    state: AppState,
+    audio: Any,
+    candidates: str = "",
+    k: float = 10,
+    mode: str = "cosine",
+    session: Gallery | None = None,
+) -> dict[str, Any]:
+    """Audio → text: rank the gallery's captions plus user candidates for an uploaded clip.
+
+    Returns ``{"captions": [{"rank", "caption", "score", "probability", "origin", "file"}],
+    "sounds": [result rows of the nearest gallery clips]}``. ``origin`` is ``"candidate"`` for
+    a user-supplied caption, ``"gallery"`` for a caption of the gallery (``file`` is its clip).
+    """
+    k, mode = _check_k(k), _check_mode(mode)
+    query = state.embed_upload(_file_path(audio))
+    texts, owners, emb = state.gallery_captions()
+    typed = dict.fromkeys(line.strip() for line in (candidates or "").splitlines() if line.strip())
+    user = [c for c in typed if c not in texts]
+    if user:
+        emb = torch.cat([state.model.embed_texts(user), emb])
+    all_texts = user + texts
+    if not all_texts:
+        raise UserError("there are no captions to rank: type candidate captions, one per line")
+    origins = ["candidate"] * len(user) + ["gallery"] * len(texts)
+    files = [""] * len(user) + [str(state.gallery.files[i]) for i in owners]
+    gallery = state.combined(session)
+    anchors = gallery.embeddings[:MAX_ANCHORS] if mode == "transport" else None
+    scores = score_matrix(
+        query, emb, mode=mode, metric=state.model.metric, eps=state.model.config.eps,
+        anchors=anchors, mass=state.model.config.mass,
+    )
+    probs = scores_to_probabilities(scores, mode, state.model.config.eps)
+    values, idx = top_k(scores, k)
+    captions = [
+        {"rank": r, "caption": all_texts[j], "score": float(v), "probability": float(probs[0, j]),
+         "origin": origins[j], "file": files[j]}
+        for r, (v, j) in enumerate(zip(values[0].tolist(), idx[0].tolist(), strict=True), 1)
+    ]
+    sounds: list[dict[str, Any]] = []
+    if len(gallery):
+        g_scores = score_matrix(query, gallery.embeddings, mode="metric" if mode == "metric" else "cosine",
+                                metric=state.model.metric)
+        g_values, g_idx = top_k(g_scores, NEAREST_SOUNDS)
+        n_shared = len(state.gallery)
+        sounds = [
+            _result_row(r, gallery.metadata[i], v, "gallery" if i < n_shared else "yours")
+            for r, (v, i) in enumerate(zip(g_values[0].tolist(), g_idx[0].tolist(), strict=True), 1)
+        ]
+    return {"captions": captions, "sounds": sounds}
+
+
+def _templates(template: str) -> list[str]:
+    templates = [t.strip() for t in (template or "").splitlines() if t.strip()] or [DEFAULT_TEMPLATE]
+    for t in templates:
+        if "{}" not in t:
+            raise UserError(f"the prompt template {t!r} has no '{{}}' where the label goes, e.g. 'the sound of {{}}'")
+    return templates
+
+
+@user_errors
+def zero_shot_cb(
+    state: AppState,
+    files: Any = None,
+    recording: Any = None,
+    labels: str = "",
+    template: str = DEFAULT_TEMPLATE,
+    top: float = 5,
+    mode: str = "cosine",
+) -> tuple[list[dict[str, Any]], Figure]:
+    """Zero-shot classification of uploaded files and/or a recording.
+
+    ``labels``: one label per line (empty: the 50 ESC-50 classes). ``template``: one prompt
+    template per line, ``{}`` standing for the label (several are ensembled).
+
+    Returns ``([{"file", "name", "labels": [{"label", "probability"}]}], bar-chart figure)``;
+    each file's probabilities over *all* labels sum to 1, the ``top`` best are listed.
+    """
+    mode = _check_mode(mode)
+    top = _check_k(top, limit=50)
+    paths = [_file_path(f) for f in (files if isinstance(files, (list, tuple)) else [files] if files else [])]
+    if recording is not None:
+        paths.append(_file_path(recording))
+    paths = [p for p in paths if p]
+    if not paths:
+        raise UserError("no audio given: upload one or more files or record a clip")
+    if len(paths) > MAX_ZERO_SHOT_FILES:
+        raise UserError(f"{len(paths)} files given; classify at most {MAX_ZERO_SHOT_FILES} at a time")
+    label_list = parse_labels(labels) if (labels or "").strip() else list(ESC50_CLASSES)
+    label_set = state.label_set(label_list, _templates(template))
+    audio = torch.cat([_embed_named(state, p) for p in paths])
+    anchors = state.gallery.embeddings[:MAX_ANCHORS] if mode == "transport" else None
+    labelled = label_clips(state.model, [Path(p) for p in paths], audio, label_set, top=top, mode=mode, anchors=anchors)
+    results = [
+        {"file": Path(p).name, "name": Path(p).name,
+         "labels": [{"label": x["label"], "probability": x["score"]} for x in row["labels"]]}
+        for p, row in zip(paths, labelled, strict=True)
+    ]
+    return results, zero_shot_figure(results)
+
+
+def _embed_named(state: AppState, path: str) -> torch.Tensor:
+    """Embed one upload, naming the file in the error message."""
+    try:
+        return state.embed_upload(path)
+    except ATRError as exc:
+        message = str(exc)
+        name = Path(path).name
+        raise type(exc)(message if name in message else f"{name}: {message}") from exc
+
+
+def _resolve_clips(gallery: Gallery, names: Sequence[str]) -> list[int]:
+    """Indices of gallery clips given by file name, relative name or full path."""
+    by_key: dict[str, int] = {}
+    for i, f in enumerate(gallery.files):
+        by_key.setdefault(Path(f).name, i)
+        by_key[str(f)] = i
+    for i, label in enumerate(clip_choices(gallery)):
+        by_key[label] = i
+    out = []
+    for name in names:
+        if str(name) not in by_key:
+            raise UserError(f"{name!r} is not a clip of the gallery: pick clips from the list")
+        out.append(by_key[str(name)])
+    return out
+
+
+def random_draw(
+    state: AppState, n: int = 5, seed: int | None = None, session: Gallery | None = None
+) -> tuple[list[str], str]:
+    """``n`` random clips that have captions, and their captions in shuffled order."""
+    gallery = state.combined(session)
+    rng = random.Random(seed)
+    choices = clip_choices(gallery)
+    captioned = [i for i, m in enumerate(gallery.metadata) if clip_captions(m)] or list(range(len(gallery)))
+    picked = sorted(rng.sample(captioned, min(n, len(captioned))))
+    captions = [(clip_captions(gallery.metadata[i]) or [Path(gallery.files[i]).stem])[0] for i in picked]
+    rng.shuffle(captions)
+    return [choices[i] for i in picked], "\n".join(captions)
+
+
+@user_errors
+def transport_plan_cb(
+    state: AppState,
+    files: Sequence[str] | str | None,
+    captions: str,
+    eps: float = 0.05,
+    mass: float = 1.0,
+    session: Gallery | None = None,
+) -> tuple[dict[str, Any], Figure, str]:
+    """The entropic (partial) OT plan between selected gallery clips and captions.
+
+    Rows are clips (uniform marginal 1/n), columns captions (1/m); cost is the model's ground
+    metric. ``mass`` < 1 transports only that mass (partial OT).
+
+    Returns ``(data, figure, summary)``: ``data`` holds ``files``, ``captions``, ``plan``
+    (n×m), ``cosine`` (n×m), ``row_marginals``, ``col_marginals``, ``transported_mass``,
+    ``best_match`` (per row, the column with the largest plan entry), ``eps``, ``mass``.
+    """
+    if isinstance(files, str):
+        files = [files]
+    names = list(files or [])
+    texts = [line.strip() for line in (captions or "").splitlines() if line.strip()]
+    if not names:
+        raise UserError("pick at least one gallery clip (or press 'Random draw')")
+    if not texts:
+        raise UserError("give at least one caption, one per line")
+    if len(names) > MAX_PLAN_ITEMS or len(texts) > MAX_PLAN_ITEMS:
+        raise UserError(f"at most {MAX_PLAN_ITEMS} clips and {MAX_PLAN_ITEMS} captions keep the plan readable")
+    eps, mass = float(eps), float(mass)
+    if not eps > 0:
+        raise UserError(f"ε must be positive, got {eps}")
+    if not 0 < mass <= 1:
+        raise UserError(f"the transported mass must be in (0, 1], got {mass}")
+    gallery = state.combined(session)
+    idx = _resolve_clips(gallery, names)
+    audio = gallery.embeddings[idx]
+    text = state.model.embed_texts(texts)
+    with torch.no_grad():
+        cost = cost_matrix(audio, text, state.model.metric)
+        plan = transport_plan(cost, eps, mass).to(torch.float64)
+        cosine = (audio @ text.T).to(torch.float64)
+    if not torch.isfinite(plan).all():
+        raise UserError(f"the OT solver did not converge for ε = {eps}: increase ε")
+    file_names = [clip_choices(gallery)[i] for i in idx]
+    data = {
+        "files": file_names,
+        "captions": texts,
+        "plan": plan.tolist(),
+        "cosine": cosine.tolist(),
+        "row_marginals": plan.sum(1).tolist(),
+        "col_marginals": plan.sum(0).tolist(),
+        "transported_mass": float(plan.sum()),
+        "best_match": plan.argmax(1).tolist(),
+        "eps": eps,
+        "mass": mass,
+    }
+    return data, transport_figure(data), transport_summary(data)
+
+
+@user_errors
+def add_to_library_cb(
+    state: AppState, files: Any, captions: str = "", session: Gallery | None = None
+) -> tuple[Gallery, str, list[list[str]]]:
+    """Index uploaded files into the session's own gallery (seen only by this browser session).
+
+    ``captions``: optional, one per line in the order of the files. Returns the new session
+    gallery, a status line, and a table (name, caption) of the session's clips.
+    """
+    paths = [_file_path(f) for f in (files if isinstance(files, (list, tuple)) else [files] if files else [])]
+    paths = [p for p in paths if p]
+    if not paths:
+        raise UserError("no files given: upload audio files to add them to your library")
+    have = len(session) if session is not None else 0
+    if have + len(paths) > MAX_LIBRARY_FILES:
+        raise UserError(f"your library holds at most {MAX_LIBRARY_FILES} clips ({have} already)")
+    lines = [c.strip() for c in (captions or "").splitlines()]
+    added = index_gallery(state.model, paths, cache_dir=state.cache_dir, progress=False)
+    by_path = {p: (lines[i] if i < len(lines) else "") for i, p in enumerate(paths)}
+    for meta in added.metadata:
+        caption = by_path.get(meta["file"], "")
+        if caption:
+            meta["caption"] = caption
+        meta.setdefault("source", "your upload")
+    too_long = [(f, r) for f, r in added.skipped]
+    new = added if session is None else session.extend(added)
+    status = f"Added {len(added)} clip(s); your library holds {len(new)}."
+    if too_long:
+        status += " Skipped: " + "; ".join(f"{Path(f).name} ({r})" for f, r in too_long)
+    if len(added) == 0:
+        raise UserError("none of the files could be added: " + "; ".join(f"{Path(f).name}: {r}" for f, r in too_long))
+    table = [[Path(m["file"]).name, (clip_captions(m) or [""])[0]] for m in new.metadata]
+    return new, status, table

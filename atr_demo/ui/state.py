@@ -1,0 +1,166 @@
+"""The app's state: model, shared gallery and caches (:class:`AppState`), and :func:`make_state`."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atr_demo.audio import load_audio
+from atr_demo.errors import ATRError
+from atr_demo.gallery import Gallery, index_gallery
+from atr_demo.model import ATRModel
+from atr_demo.search import text_anchors
+from atr_demo.ui.errors import UserError
+from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, embed_labels
+
+logger = logging.getLogger(__name__)
+
+#: Longest upload accepted by the app (seconds); the model's own limit applies when lower.
+DEFAULT_MAX_UPLOAD_S = 120.0
+#: Prompt template when neither the model nor the user gives one.
+DEFAULT_TEMPLATE = "the sound of {}"
+#: Most clip names offered in the transport tab's picker (large galleries: a sample).
+MAX_DROPDOWN = 1000
+
+
+@dataclass
+class AppState:
+    """What every callback needs: the model, the gallery, and caches shared by all sessions.
+
+    Attributes:
+        model: the joint audio-text model (eval mode).
+        gallery: the indexed sound library every user searches.
+        roots: folders the gallery came from (the server may serve files from them).
+        cache_dir: on-disk embedding cache (``None``: the library default).
+        max_upload_s: longest accepted upload / recording in seconds.
+        model_ref: how the model was asked for (``--model`` and revision), for the model panel.
+    """
+
+    model: ATRModel
+    gallery: Gallery
+    roots: list[Path] = field(default_factory=list)
+    cache_dir: Path | None = None
+    max_upload_s: float = DEFAULT_MAX_UPLOAD_S
+    model_ref: str | None = None
+    _anchors: torch.Tensor | None = field(default=None, repr=False)
+    _captions: tuple[list[str], list[int], torch.Tensor] | None = field(default=None, repr=False)
+    _labels: dict[tuple[tuple[str, ...], tuple[str, ...]], LabelSet] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.max_upload_s = min(float(self.max_upload_s), float(self.model.config.max_duration_s))
+
+    @property
+    def mode_default(self) -> str:
+        """The model's default scoring mode."""
+        return self.model.config.scoring
+
+    def text_anchors(self) -> torch.Tensor:
+        """Reference captions that compete with a lone text query in transport mode (cached)."""
+        with self._lock:
+            if self._anchors is None:
+                self._anchors = text_anchors(self.model, self.gallery)
+            return self._anchors
+
+    def gallery_captions(self) -> tuple[list[str], list[int], torch.Tensor]:
+        """Every distinct caption of the gallery, the clip it belongs to, and its embedding (cached)."""
+        with self._lock:
+            if self._captions is None:
+                seen: dict[str, int] = {}
+                for i, meta in enumerate(self.gallery.metadata):
+                    for caption in clip_captions(meta):
+                        seen.setdefault(caption, i)
+                texts = list(seen)
+                emb = self.model.embed_texts(texts) if texts else torch.empty(0, self.model.config.embed_dim)
+                self._captions = (texts, list(seen.values()), emb)
+            return self._captions
+
+    def label_set(self, labels: Sequence[str], templates: Sequence[str]) -> LabelSet:
+        """Prompt-ensemble embeddings of ``labels`` (cached per labels and templates)."""
+        key = (tuple(labels), tuple(templates))
+        with self._lock:
+            cached = self._labels.get(key)
+        if cached is not None:
+            return cached
+        label_set = embed_labels(self.model, list(labels), list(templates))
+        with self._lock:
+            if len(self._labels) > 32:
+                self._labels.clear()
+            self._labels[key] = label_set
+        return label_set
+
+    def warm_up(self) -> None:
+        """Fill the caches the first requests need (transport anchors, caption and ESC-50 label embeddings)."""
+        if len(self.gallery):
+            self.text_anchors()
+            self.gallery_captions()
+        self.label_set(list(ESC50_CLASSES), list(self.model.config.prompt_templates) or [DEFAULT_TEMPLATE])
+
+    def combined(self, session: Gallery | None) -> Gallery:
+        """The shared gallery plus a session's own uploads."""
+        if session is None or len(session) == 0:
+            return self.gallery
+        return self.gallery.extend(session)
+
+    def embed_upload(self, path: str | Path | None) -> torch.Tensor:
+        """Decode an uploaded / recorded file and embed it → (1, d). Raises ATRError subclasses."""
+        if path is None or str(path).strip() == "":
+            raise UserError("no audio given: upload a file or record a clip first")
+        wave = load_audio(path, self.model.sample_rate, self.max_upload_s)
+        with torch.inference_mode():
+            self.model.eval()
+            return self.model.encode_audio([wave]).cpu()
+
+
+def make_state(
+    model: ATRModel,
+    gallery_dirs: Sequence[str | Path],
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    max_upload_s: float = DEFAULT_MAX_UPLOAD_S,
+) -> AppState:
+    """Index ``gallery_dirs`` (on-disk cache, progress bar) and build the :class:`AppState`."""
+    roots = [Path(d).expanduser().resolve() for d in gallery_dirs]
+    for root in roots:
+        if not root.exists():
+            raise ATRError(f"gallery folder {root} does not exist: pass --gallery with a folder of audio files")
+    gallery = index_gallery(model, list(roots), cache_dir=cache_dir, progress=progress)
+    for path, reason in gallery.skipped:
+        logger.warning("gallery: skipped %s (%s)", path, reason)
+    logger.info("gallery: %d clip(s) indexed from %s", len(gallery), ", ".join(map(str, roots)))
+    return AppState(
+        model=model, gallery=gallery, roots=roots,
+        cache_dir=Path(cache_dir) if cache_dir else None, max_upload_s=max_upload_s,
+    )
+
+
+def clip_captions(meta: dict[str, Any]) -> list[str]:
+    """All non-blank captions of one clip's metadata (``captions`` list, else ``caption``), stripped."""
+    captions = meta.get("captions") or ([meta["caption"]] if meta.get("caption") else [])
+    return [str(c).strip() for c in captions if str(c).strip()]
+
+
+def clip_choices(gallery: Gallery) -> list[str]:
+    """Unique, readable names of the gallery's clips (the file name, made unique with its folder)."""
+    names = [Path(f).name for f in gallery.files]
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return [n if counts[n] == 1 else f"{Path(f).parent.name}/{n}" for n, f in zip(names, gallery.files, strict=True)]
+
+
+def dropdown_choices(gallery: Gallery, keep: Sequence[str], limit: int = MAX_DROPDOWN) -> list[str]:
+    """Clip names for the transport tab's picker: all of them, or a seeded sample of ``limit``
+    (plus ``keep``) for large galleries; any other clip name can still be typed in."""
+    names = clip_choices(gallery)
+    if len(names) <= limit:
+        return names
+    sample = set(random.Random(0).sample(names, limit)) | set(keep)
+    return sorted(sample)
