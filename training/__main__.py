@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train", "train a model: --config FILE [--set key=value ...] [--resume]"),
     "evaluate": ("training.evaluate", "retrieval, zero-shot and modality-gap metrics of a checkpoint"),
     "analyse": ("training.analyse", "k-NN graph similarity and linear CKA of a checkpoint's audio and text spaces (or two checkpoints)"),
-    "experiments": ("training.experiments", "run an experiment suite (main|noise|eps|lopo|levers|tune) over seeds, write tables"),
+    "experiments": ("training.experiments", "run an experiment suite over seeds (its --help lists them), write tables"),
     "push": ("training.push", "write the model card and upload a checkpoint folder to the Hugging Face Hub"),
 }
 

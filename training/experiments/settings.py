@@ -1,0 +1,155 @@
+"""The settings (rows) of each experiment suite: config overrides on top of the base config.
+
+A ``suite_*`` function without arguments has no package axis; ``suite_lopo`` and
+``suite_levers`` take the held-out packages (one group of rows per package).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atr_demo.zeroshot import ESC50_CLASSES
+
+LOPO_PACKAGES = ("0ad-data", "megaglest-data", "minetest-data", "wesnoth-1.16-data", "widelands-data",
+                 "tuxpaint-stamps-default")
+EPS_VALUES = (0.01, 0.03, 0.05, 0.1, 0.5)
+NOISE_LEVELS = (0.0, 0.2, 0.4, 0.6)
+PARTIAL_MASSES = (0.9, 0.8, 0.6)
+ENSEMBLE_TEMPLATES = ["the sound of {}", "this is a sound of {}", "{}", "a recording of {}",
+                      "a sound effect of {}", "{} can be heard"]
+ML_FOLDS = 5
+
+Methods = dict[str, tuple[str, dict[str, Any]]]
+
+#: Methods compared in main / lopo: name → (row label, overrides).
+METHODS: Methods = {
+    "mltm-euclidean": ("m-LTM (Euclidean)", {"loss": "mltm", "metric": "euclidean"}),
+    "mltm-mahalanobis": ("m-LTM (Mahalanobis)", {"loss": "mltm", "metric": "mahalanobis"}),
+    "infonce": ("InfoNCE", {"loss": "infonce", "metric": "euclidean"}),
+    "triplet": ("triplet (VSE++)", {"loss": "triplet", "metric": "euclidean"}),
+}
+
+#: The analysis suite: the main methods and the soft-label contrastive loss.
+ANALYSIS_METHODS: Methods = {
+    **METHODS,
+    "softlabel0.05": ("soft-label contrastive (τ_q=0.05)", {"loss": "softlabel", "metric": "euclidean",
+                                                            "target_temperature": 0.05}),
+    "softlabel0.1": ("soft-label contrastive (τ_q=0.1)", {"loss": "softlabel", "metric": "euclidean",
+                                                          "target_temperature": 0.1}),
+}
+
+#: The multilingual suite's methods (``languages`` comes from the base config,
+#: ``configs/multilingual_base.yaml``).
+ML_METHODS: Methods = {
+    "en-mltm": ("m-LTM, English captions only", {"loss": "mltm"}),
+    "en-infonce": ("InfoNCE, English captions only", {"loss": "infonce"}),
+    "kcl": ("KCL (InfoNCE terms)", {"loss": "kcl"}),
+    "kcl-ot": ("KCL-OT (m-LTM terms)", {"loss": "kcl_mltm"}),
+    "cacl": ("CACL (InfoNCE terms)", {"loss": "cacl"}),
+    "cacl-ot": ("CACL-OT (m-LTM terms)", {"loss": "cacl_mltm"}),
+}
+
+#: Two complementary halves of ESC-50 for the class-disjoint zero-shot control.
+HOLDOUT_HALVES: dict[str, list[str]] = {"A": list(ESC50_CLASSES[0::2]), "B": list(ESC50_CLASSES[1::2])}
+
+_MLTM = {"loss": "mltm", "metric": "euclidean"}
+
+#: The levers suite's m-LTM variants (and InfoNCE with the prompt ensemble).
+LEVERS: Methods = {
+    "mltm-nomix": ("m-LTM, no mixtures", {**_MLTM, "mixtures": 0}),
+    "mltm-mlp": ("m-LTM, MLP heads", {**_MLTM, "model.head": "mlp", "model.head_dropout": 0.1}),
+    "mltm-eps0.1": ("m-LTM, ε=0.1", {**_MLTM, "eps": 0.1}),
+    "mltm-prompts": ("m-LTM, prompt ensemble", {**_MLTM, "model.prompt_templates": ENSEMBLE_TEMPLATES}),
+    "mltm-eps0.1-prompts": ("m-LTM, ε=0.1 + prompt ensemble", {**_MLTM, "eps": 0.1,
+                                                               "model.prompt_templates": ENSEMBLE_TEMPLATES}),
+    "infonce-prompts": ("InfoNCE, prompt ensemble", {"loss": "infonce", "metric": "euclidean",
+                                                     "model.prompt_templates": ENSEMBLE_TEMPLATES}),
+}
+
+#: The tune suite's base-config variants: name → overrides.
+TUNE_VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {}, "lr3e-3": {"lr": 3e-3}, "lr3e-4": {"lr": 3e-4}, "epochs40": {"epochs": 40},
+    "epochs10": {"epochs": 10}, "mlp": {"model.head": "mlp", "model.head_dropout": 0.1},
+    "bs64": {"batch_size": 64}, "bs256": {"batch_size": 256}, "wd0.01": {"optimizer": "adamw", "weight_decay": 0.01},
+}
+
+
+@dataclass
+class Setting:
+    """One row of a suite: config overrides and what to evaluate on.
+
+    Attributes:
+        name: unique id within the suite (folder name of its runs).
+        label: row label in the tables.
+        overrides: training-config values on top of the base config.
+        group: row group (noise level, held-out package); ``""`` when none.
+        eval_split: ``test`` | ``validation`` | ``all``.
+        eval_packages: keep only these packages for evaluation (LOPO: the held-out one).
+        family: settings of one family at one group are candidates of a validation choice
+            (``mltm_partial`` masses); ``None`` for ordinary rows.
+    """
+
+    name: str
+    label: str
+    overrides: dict[str, Any]
+    group: str = ""
+    eval_split: str = "test"
+    eval_packages: list[str] = field(default_factory=list)
+    family: str | None = None
+
+
+def suite_main() -> list[Setting]:
+    return [Setting(name, label, dict(ov)) for name, (label, ov) in METHODS.items()]
+
+
+def suite_eps() -> list[Setting]:
+    return [Setting(f"eps{eps:g}", f"m-LTM ε={eps:g}", {**_MLTM, "eps": eps}) for eps in EPS_VALUES]
+
+
+def suite_noise() -> list[Setting]:
+    out = []
+    for f in NOISE_LEVELS:
+        group = f"{round(f * 100)} %"
+        base = {"noise_fraction": f, "metric": "euclidean"}
+        out.append(Setting(f"noise{f:g}-mltm", "m-LTM", {**base, "loss": "mltm"}, group))
+        for s in PARTIAL_MASSES:
+            out.append(Setting(f"noise{f:g}-partial{s:g}", f"m-LTM partial (s={s:g})",
+                               {**base, "loss": "mltm_partial", "mass": s}, group, family="m-LTM partial"))
+        out.append(Setting(f"noise{f:g}-infonce", "InfoNCE", {**base, "loss": "infonce"}, group))
+    return out
+
+
+def held_out(methods: Methods, packages: Sequence[str]) -> list[Setting]:
+    """Per package, per method: train without the package, evaluate on all of its clips."""
+    return [Setting(f"{pkg}-{name}", label, {**ov, "exclude_packages": [pkg]}, pkg, "all", [pkg])
+            for pkg in packages for name, (label, ov) in methods.items()]
+
+
+def suite_lopo(packages: Sequence[str]) -> list[Setting]:
+    return held_out({k: METHODS[k] for k in ("mltm-euclidean", "mltm-mahalanobis", "infonce")}, packages)
+
+
+def suite_levers(packages: Sequence[str]) -> list[Setting]:
+    return held_out(LEVERS, packages)
+
+
+def suite_analysis() -> list[Setting]:
+    out = [Setting(name, label, dict(ov)) for name, (label, ov) in ANALYSIS_METHODS.items()]
+    for name in ("mltm-euclidean", "infonce"):
+        label, ov = METHODS[name]
+        out += [Setting(f"{name}-hold{half}", f"{label}, ESC-50 half {half} held out",
+                        {**ov, "exclude_classes": classes})
+                for half, classes in HOLDOUT_HALVES.items()]
+    return out
+
+
+def suite_multilingual() -> list[Setting]:
+    return [Setting(f"fold{f}-{name}", label, {**ov, "cv_folds": ML_FOLDS, "cv_fold": f}, f"fold {f}")
+            for f in range(ML_FOLDS) for name, (label, ov) in ML_METHODS.items()]
+
+
+def suite_tune() -> list[Setting]:
+    return [Setting(f"tune-{k}", f"m-LTM {k}", {**_MLTM, **v}, eval_split="validation")
+            for k, v in TUNE_VARIANTS.items()]
