@@ -47,7 +47,9 @@ def test_fixture_has_the_intended_split(corpus: Path) -> None:
     assert len(clips) == N_TEST and {c.package for c in clips} == {"pkgA", "pkgB"}
 
 
-def test_table_drops_large_ks(corpus: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def test_table_drops_large_ks(
+    corpus: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="training.analyse"):
         code, out, err = _run(capsys, ["--model", "tiny", "--data", str(corpus)])
     assert code == 0, err
@@ -110,7 +112,8 @@ def test_compare_same_model(corpus: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_packages_filter(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _run(capsys, ["--model", "tiny", "--data", str(corpus), "--packages", "pkgB", "--ks", "2", "--json"])
+    code, out, err = _run(capsys, ["--model", "tiny", "--data", str(corpus), "--packages", "pkgB", "--ks", "2",
+                                   "--json"])
     assert code == 0, err
     assert json.loads(out)["n_clips"] == 6
 

@@ -36,10 +36,10 @@ def _orthogonal(d: int, seed: int) -> torch.Tensor:
 def _hsic_cka(a: torch.Tensor, b: torch.Tensor) -> float:
     """CKA from linear-kernel Gram matrices: tr(KHLH) / sqrt(tr(KHKH) tr(LHLH))."""
     n = a.shape[0]
-    k, l = a @ a.T, b @ b.T
+    gram_a, gram_b = a @ a.T, b @ b.T
     h = torch.eye(n, dtype=torch.float64) - torch.full((n, n), 1.0 / n, dtype=torch.float64)
     hsic = lambda x, y: torch.trace(x @ h @ y @ h)  # noqa: E731
-    return float(hsic(k, l) / torch.sqrt(hsic(k, k) * hsic(l, l)))
+    return float(hsic(gram_a, gram_b) / torch.sqrt(hsic(gram_a, gram_a) * hsic(gram_b, gram_b)))
 
 
 def test_identical_spaces_are_fully_similar() -> None:
@@ -109,7 +109,7 @@ def test_chance_overlap_is_exact() -> None:
         draws = 20000
         a = np.argsort(rng.random((draws, n - 1)), axis=1)[:, :k]
         b = np.argsort(rng.random((draws, n - 1)), axis=1)[:, :k]
-        inter = np.array([len(np.intersect1d(x, y, assume_unique=True)) for x, y in zip(a, b)])
+        inter = np.array([len(np.intersect1d(x, y, assume_unique=True)) for x, y in zip(a, b, strict=True)])
         jac = inter / (2 * k - inter)
         se = jac.std(ddof=1) / math.sqrt(draws)
         assert abs(jac.mean() - chance_knn_overlap(n, k)) < 4 * se

@@ -35,9 +35,9 @@ def test_corpus_manifest(tmp_path: Path) -> None:
         {"clip_id": "a0", "audio": "audio/a.wav", "captions": ["rain falls"], "split": "train", "group": "g1",
          "esc50": "rain", "start_s": 0.5, "duration_s": 1.0, "package": "p", "licence": "CC0", "author": None,
          "original_name": "rain.wav"},
-        {"clip_id": "b0", "audio": "audio/b.wav", "captions": ["a bell rings", "a tone"], "split": "test", "group": "g2",
-         "esc50": None, "start_s": 0.0, "duration_s": None, "package": "p", "licence": "CC0", "author": "x",
-         "original_name": "b.wav"},
+        {"clip_id": "b0", "audio": "audio/b.wav", "captions": ["a bell rings", "a tone"], "split": "test",
+         "group": "g2", "esc50": None, "start_s": 0.0, "duration_s": None, "package": "p", "licence": "CC0",
+         "author": "x", "original_name": "b.wav"},
     ]
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     clips = load_dataset(tmp_path)

@@ -58,7 +58,9 @@ def caption_means(model: ATRModel, clips: Sequence[Clip]) -> torch.Tensor:
     return owner_means(model.embed_texts(captions).float(), owner, len(clips))
 
 
-def embed_spaces(model: ATRModel, clips: Sequence[Clip], batch_size: int = 16, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_spaces(
+    model: ATRModel, clips: Sequence[Clip], batch_size: int = 16, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(audio (n, d), text (n, d)) paired joint-space embeddings of ``clips``."""
     return embed_clips(model, clips, batch_size, progress), caption_means(model, clips)
 
@@ -150,20 +152,24 @@ def _parse_distances(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``analyse --model M --data D [--split test] [--ks …] [--distances …] [--compare M2] [--plot F] [--json] [--out F]``."""
+    """``analyse --model M --data D [--split S] [--ks …] [--distances …] [--compare M2] [--plot F] [--json]``
+    (and ``--out F``, ``--packages``…: see ``--help``)."""
     parser = argparse.ArgumentParser(prog="python -m training analyse",
                                      description="k-NN graph similarity and linear CKA of embedding spaces")
     parser.add_argument("--model", required=True, help="checkpoint folder, hub repo id or built-in name")
     parser.add_argument("--revision", default=None, help="hub revision of --model")
-    parser.add_argument("--data", required=True, action="append", help="dataset path (repeatable; format:path to force a format)")
+    parser.add_argument("--data", required=True, action="append",
+                        help="dataset path (repeatable; format:path to force a format)")
     parser.add_argument("--split", default="test", help="train | validation | test | all (default test)")
     parser.add_argument("--packages", default=None, help="comma-separated corpus packages to keep")
-    parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="neighbourhood sizes k (default 1 5 10 20 50)")
+    parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS),
+                        help="neighbourhood sizes k (default 1 5 10 20 50)")
     parser.add_argument("--distances", default=",".join(DISTANCES),
                         help=f"comma-separated distances among {', '.join(DISTANCES)} (default all)")
     parser.add_argument("--compare", default=None, help="a second checkpoint (B) to compare each modality with")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--name", default=None, help="label of --model in the plot (default: its path's last two parts)")
+    parser.add_argument("--name", default=None,
+                        help="label of --model in the plot (default: its path's last two parts)")
     parser.add_argument("--compare-name", default=None, help="label of --compare in the plot")
     parser.add_argument("--plot", default=None, help="save a PNG of similarity against k to this file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")

@@ -59,7 +59,7 @@ def caption_groups(captions: Sequence[str], groups: Sequence[str]) -> list[int]:
         return i
 
     first: dict[str, int] = {}
-    for i, key in enumerate(zip(captions, groups)):
+    for i, key in enumerate(zip(captions, groups, strict=True)):
         for k in (caption_key(key[0]), "grp:" + key[1]):
             if k in first:
                 parent[find(i)] = find(first[k])

@@ -230,7 +230,7 @@ def load_generic_manifest(path: str | Path, split: str | None = None) -> list[Cl
                     continue
                 row: dict = {}
                 caps = []
-                for key, value in zip(header, values):
+                for key, value in zip(header, values, strict=False):  # a short row leaves columns out
                     if key.startswith("caption") and not LANG_COLUMN.match(key):
                         caps.append(value)
                     else:

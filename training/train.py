@@ -310,7 +310,8 @@ def epoch_batches(clips: Sequence[Clip], config: TrainConfig, epoch: int) -> lis
     anchor = config.languages[0] if config.languages else None
     captions = [rng.choice(language_captions(c, anchor) if anchor else c.captions) for c in clips]
     if config.batching == "group":
-        keys = [{"grp:" + c.group, caption_key(t)} | language_keys(c, config.languages) for c, t in zip(clips, captions)]
+        keys = [{"grp:" + c.group, caption_key(t)} | language_keys(c, config.languages)
+                for c, t in zip(clips, captions, strict=True)]
     else:
         keys = [{f"item:{i}"} for i in range(len(clips))]
     batches = group_batches(keys, config.batch_size, rng)

@@ -407,7 +407,8 @@ def fit_linear_probe(
     """
     if features.dim() != 2 or labels.dim() != 1 or features.shape[0] != labels.shape[0]:
         raise ConfigError(
-            f"features must be (n, D) and labels (n,); got features {tuple(features.shape)}, labels {tuple(labels.shape)}"
+            f"features must be (n, D) and labels (n,); "
+            f"got features {tuple(features.shape)}, labels {tuple(labels.shape)}"
         )
     if labels.is_floating_point():
         raise ConfigError("labels must be integer class indices, not floats")
