@@ -11,7 +11,8 @@ composes its sources' keys and the gain. The files are :class:`atr_demo.fileio.T
 rewritten atomically when they grew; an interrupted run keeps what was last written.
 
 Command: ``python -m training features --config FILE [--set key=value ...]`` caches the audio of
-every clip (and the configured mixtures) and the text of every caption of the run's data.
+every clip (and the configured mixtures) and the text of every caption of the run's data: the
+captions of every configured language (:func:`training.prepare.clip_captions`), the texts training reads.
 """
 
 from __future__ import annotations
