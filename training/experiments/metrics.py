@@ -80,14 +80,19 @@ def probe(name: str) -> str:
     return PROBE + name
 
 
+def ml_prefix(mode: str) -> str:
+    """``ml/cosine/``: the multilingual metrics under scoring ``mode``."""
+    return f"ml/{mode}/"
+
+
 def ml(mode: str, language: str, name: str) -> str:
     """``ml/cosine/fr/t2a.mAP@10``: metric ``name`` of one language (or :data:`ML_MEAN`)."""
-    return f"ml/{mode}/{language}/{name}"
+    return f"{ml_prefix(mode)}{language}/{name}"
 
 
 def mrv(mode: str, part: str) -> str:
     """``ml/cosine/mrv.t2a``: mean rank variance of the correct item across languages."""
-    return f"ml/{mode}/{metric('mrv', part)}"
+    return ml_prefix(mode) + metric("mrv", part)
 
 
 def _flatten(prefix: str, value: Any, flat: dict[str, float]) -> None:
