@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 
+from atr_demo.fileio import markdown_table
 from atr_demo.ui.state import AppState
 
 
@@ -75,13 +76,13 @@ def transport_summary(data: dict[str, Any]) -> str:
         f"- **Row marginals** (clips, target ≤ 1/{n} = {1 / n:.3f}): {rows}",
         f"- **Column marginals** (captions, target ≤ 1/{m} = {1 / m:.3f}): {cols}",
         "",
-        "| clip | plan's best caption | share of the clip's mass |",
-        "|---|---|---|",
     ]
+    best = []
     for i, j in enumerate(data["best_match"]):
         row_sum = sum(data["plan"][i]) or 1.0
         share = data["plan"][i][j] / row_sum
-        lines.append(f"| `{data['files'][i]}` | {shorten(data['captions'][j], 70)} | {share:.1%} |")
+        best.append([f"`{data['files'][i]}`", shorten(data["captions"][j], 70), f"{share:.1%}"])
+    lines.append(markdown_table(["clip", "plan's best caption", "share of the clip's mass"], best))
     return "\n".join(lines)
 
 
@@ -110,23 +111,19 @@ def model_info_markdown(state: AppState) -> str:
 
     source = getattr(state.model, "source", None)
     loaded = state.model_ref or (Path(source).name if source else "built-in")
-    lines = [
-        f"### {cfg.name}",
-        "",
-        "| setting | value |",
-        "|---|---|",
-        f"| loaded from | `{loaded}` |",
-        f"| audio backbone | {tower(cfg.audio)} |",
-        f"| text backbone | {tower(cfg.text)} |",
-        f"| joint space | {cfg.embed_dim}-d, {cfg.head} heads |",
-        f"| ground metric | {cfg.metric} |",
-        f"| training loss | {cfg.loss} |",
-        f"| ε / transported mass | {cfg.eps:g} / {cfg.mass:g} |",
-        f"| default scoring | {cfg.scoring} |",
-        f"| sample rate | {state.model.sample_rate} Hz |",
-        f"| gallery | {len(state.gallery)} clips from {', '.join(f'`{r.name}/`' for r in state.roots) or '—'} |",
-        "",
+    settings = [
+        ["loaded from", f"`{loaded}`"],
+        ["audio backbone", tower(cfg.audio)],
+        ["text backbone", tower(cfg.text)],
+        ["joint space", f"{cfg.embed_dim}-d, {cfg.head} heads"],
+        ["ground metric", str(cfg.metric)],
+        ["training loss", str(cfg.loss)],
+        ["ε / transported mass", f"{cfg.eps:g} / {cfg.mass:g}"],
+        ["default scoring", str(cfg.scoring)],
+        ["sample rate", f"{state.model.sample_rate} Hz"],
+        ["gallery", f"{len(state.gallery)} clips from {', '.join(f'`{r.name}/`' for r in state.roots) or '—'}"],
     ]
+    lines = [f"### {cfg.name}", "", markdown_table(["setting", "value"], settings), ""]
     metrics = model_card_metrics(source)
     lines.append(
         metrics or "*No evaluation metrics: the model has no model card (README.md) with an evaluation section.*"
