@@ -236,7 +236,9 @@ def load_from_dir(directory: str | Path) -> ATRModel:
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}): re-download or re-save it") from exc
+        raise CheckpointError(
+            f"{weights} is not a readable safetensors file ({exc}): re-download or re-save it"
+        ) from exc
     model = create_model(config, pretrained=False)
     model.load_checkpoint_state_dict(state, source=str(weights))
     model.source = str(directory)  # type: ignore[assignment]
