@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from atr_demo.model import create_model, tiny_config
+
+from tests.helpers import write_tone
 from training import analyse
 from training.analysis.structure import chance_knn_overlap
 from training.datasets import load_dataset, split_clips
-
-from tests.helpers import write_tone
 
 WORDS = ["dog barks", "rain falls", "bell rings", "engine runs", "bird sings", "wind blows", "car horn",
          "clock ticks", "water drips", "fire crackles"]

@@ -23,6 +23,7 @@ import pytest
 
 from atr_demo import ui
 from atr_demo.model import load_model
+
 from tests.test_app_callbacks import make_gallery
 from tests.test_app_client import free_port
 

@@ -16,6 +16,7 @@ from atr_demo.model import load_model
 from atr_demo.ui import callbacks, render
 from atr_demo.ui import state as ui_state
 from atr_demo.zeroshot import ESC50_CLASSES
+
 from tests.helpers import write_tone
 
 TONES = {

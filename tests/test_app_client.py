@@ -13,6 +13,7 @@ from gradio_client import Client, handle_file
 from atr_demo import ui
 from atr_demo.model import load_model
 from atr_demo.ui.state import clip_choices
+
 from tests.test_app_callbacks import TONES, make_gallery
 
 

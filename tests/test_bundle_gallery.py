@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.bundle_gallery import choose_clips, main
 from tests.helpers import write_tone
+from training.bundle_gallery import choose_clips, main
 
 
 def _row(i: int, package: str, group: str, split: str = "test") -> dict:

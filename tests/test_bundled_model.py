@@ -12,6 +12,7 @@ from atr_demo.gallery import index_gallery
 from atr_demo.model import bundled_model_dir, create_model, load_model, tiny_config
 from atr_demo.search import label_clips, search_text
 from atr_demo.zeroshot import ESC50_CLASSES, embed_labels
+
 from tests.helpers import write_tone
 from training.bundle_model import bundle
 

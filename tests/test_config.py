@@ -11,6 +11,7 @@ from atr_demo.audio import FrontendConfig
 from atr_demo.config import BackboneConfig, ModelConfig
 from atr_demo.errors import ConfigError
 from atr_demo.model import tiny_config
+
 from training.config import LOSSES, TrainConfig, apply_overrides, load_train_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,8 +24,16 @@ from training.corpus.captions import load_rules, match, parse_rules
 from training.corpus.clip import ESC50_CLASSES, SourceClip
 from training.corpus.grouping import default_group, stem_family
 from training.corpus.segment import segment_bounds
-from training.corpus.sources import MODULES, get_source
-from training.corpus.sources import flightgear, freeciv, opensfx, openclonk, unknown_horizons, widelands
+from training.corpus.sources import (
+    MODULES,
+    flightgear,
+    freeciv,
+    get_source,
+    openclonk,
+    opensfx,
+    unknown_horizons,
+    widelands,
+)
 from training.corpus.splits import assign_splits, split_for_group
 
 REQUIRED_KEYS = {
@@ -465,11 +473,11 @@ def split_items(items: list[object]) -> tuple[dict[str, SourceClip], dict[str, s
     clips: dict[str, SourceClip] = {}
     dropped: dict[str, str] = {}
     for item in items:
-        key = str(getattr(item, "original_name")).split("Sound.ocg/")[-1].split("flightgear/")[-1].rsplit("sounds/", 1)[-1]
+        key = str(item.original_name).split("Sound.ocg/")[-1].split("flightgear/")[-1].rsplit("sounds/", 1)[-1]
         if isinstance(item, SourceClip):
             clips[key] = item
         else:
-            dropped[key] = str(getattr(item, "reason"))
+            dropped[key] = str(item.reason)
     return clips, dropped
 
 

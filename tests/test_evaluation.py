@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from atr_demo.evaluation import audio_to_text_metrics, modality_gap, retrieval_metrics, text_to_audio_metrics, topk_accuracy
+from atr_demo.evaluation import (
+    audio_to_text_metrics,
+    modality_gap,
+    retrieval_metrics,
+    text_to_audio_metrics,
+    topk_accuracy,
+)
 
 
 def test_perfect_scores_give_perfect_metrics() -> None:

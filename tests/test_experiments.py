@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from atr_demo.errors import ConfigError
+
 from tests.helpers import write_tone
 from training import experiments as exp
 from training.analysis.structure import chance_knn_overlap

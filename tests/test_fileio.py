@@ -190,6 +190,7 @@ def test_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_default_cache_dirs_are_sub_folders_of_the_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from atr_demo.backbones.aisfx import default_weights_path
     from atr_demo.gallery import default_cache_dir as embeddings_dir
+
     from training.features import default_cache_dir as features_dir
 
     monkeypatch.setenv("ATR_DEMO_HOME", str(tmp_path))
@@ -206,8 +207,9 @@ def test_file_digest(tmp_path: Path) -> None:
 
 
 def test_audio_extensions_are_one_list() -> None:
-    import training.datasets as datasets
     from atr_demo import gallery
+
+    import training.datasets as datasets
 
     assert gallery.AUDIO_EXTENSIONS is AUDIO_EXTENSIONS and datasets.AUDIO_EXTENSIONS is AUDIO_EXTENSIONS
     assert all(ext.startswith(".") and ext == ext.lower() for ext in AUDIO_EXTENSIONS)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from atr_demo import cli
 from atr_demo.gallery import index_gallery
 from atr_demo.model import create_model, tiny_config
+
 from tests.helpers import write_tone
 
 

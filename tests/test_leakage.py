@@ -9,6 +9,7 @@ import torch
 
 from atr_demo.errors import ConfigError
 from atr_demo.zeroshot import ESC50_CLASSES, readable
+
 from training.analysis.leakage import (
     ESC50_EXCLUSIONS,
     ESC50_SYNONYMS,

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from atr_demo.config import BackboneConfig, ModelConfig
 from atr_demo.errors import CheckpointError, ConfigError, TextInputError
 from atr_demo.model import create_model, load_model, tiny_config
+
 from tests.helpers import make_tiny_bert, make_tiny_wav2vec2
 
 

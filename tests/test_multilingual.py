@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 from atr_demo.errors import CheckpointError, ConfigError
 from atr_demo.evaluation import mean_rank_variance, paired_ranks
 from atr_demo.model import load_model
+
+from tests.helpers import make_tiny_bert, offline_hub_cache, write_tone
 from training import evaluate as evaluate_mod
 from training import multilingual
 from training.config import TrainConfig
@@ -22,8 +24,6 @@ from training.corpus import debian
 from training.datasets import cv_split, language_captions, load_dataset, load_generic_manifest
 from training.prepare import prepare_data
 from training.train import epoch_batches, train
-
-from tests.helpers import make_tiny_bert, offline_hub_cache, write_tone
 
 LANGS = {
     "en": ["a frog", "a cow", "a dog", "a duck", "a drake", "a cat", "a horse", "a bee", "a train", "a bell",

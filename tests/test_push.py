@@ -11,10 +11,10 @@ import torch
 import yaml
 
 from atr_demo.model import create_model, load_model, tiny_config
-from training import push as push_mod
-from training.model_card import render_model_card
 
 from tests.helpers import offline_hub_cache
+from training import push as push_mod
+from training.model_card import render_model_card
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

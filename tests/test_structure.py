@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from atr_demo.errors import ConfigError
 from atr_demo.metric import MahalanobisMetric
+
 from training.analysis.structure import (
     DISTANCES,
     chance_knn_overlap,

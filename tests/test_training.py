@@ -13,12 +13,12 @@ from safetensors.torch import load_file
 from atr_demo import cli
 from atr_demo.errors import ConfigError
 from atr_demo.model import load_model
+
+from tests.helpers import write_tone
 from training import evaluate as evaluate_mod
 from training import train as train_mod
 from training.config import TrainConfig, load_train_config
 from training.train import flatten_state, train, unflatten_state
-
-from tests.helpers import write_tone
 
 WORDS = ["dog barks", "rain falls", "bell rings", "engine runs", "bird sings", "wind blows", "car horn",
          "clock ticks", "water drips", "fire crackles", "cow moos", "train passes", "siren wails",

@@ -12,6 +12,8 @@ import torch
 
 from atr_demo.errors import ConfigError
 from atr_demo.model import create_model
+
+from tests.helpers import write_tone
 from training import features
 from training.augment import compose_caption, inject_caption_noise, make_mixtures
 from training.batching import caption_key, group_batches
@@ -19,8 +21,6 @@ from training.config import load_train_config
 from training.datasets import Clip, load_clip_audio, load_dataset, mix_waveforms
 from training.prepare import clip_captions, prepare_data
 from training.train import FeatureSource
-
-from tests.helpers import write_tone
 
 
 def _clips(n: int, captions_per: int = 1) -> list[Clip]:

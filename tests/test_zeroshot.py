@@ -9,7 +9,15 @@ import torch
 
 from atr_demo.errors import ConfigError
 from atr_demo.model import load_model
-from atr_demo.zeroshot import ESC50_CLASSES, ESC50_DESCRIPTIONS, classify, embed_labels, load_labels, parse_labels, prompts_for
+from atr_demo.zeroshot import (
+    ESC50_CLASSES,
+    ESC50_DESCRIPTIONS,
+    classify,
+    embed_labels,
+    load_labels,
+    parse_labels,
+    prompts_for,
+)
 
 
 def test_esc50_classes_complete() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from atr_demo.config import ModelConfig
 from atr_demo.model import CONFIG_NAME, WEIGHTS_NAME, load_model
+
 from training.model_card import NOTES_NAME, write_model_card
 
 logger = logging.getLogger(__name__)

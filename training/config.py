@@ -29,6 +29,7 @@ from atr_demo.config import ConfigModel, Metric, ModelConfig
 from atr_demo.errors import ConfigError
 from atr_demo.model import BUILTIN_MODELS
 from atr_demo.zeroshot import ESC50_CLASSES
+
 from training.datasets import FORMATS
 
 Loss = Literal["mltm", "mltm_partial", "infonce", "triplet", "softlabel", "kcl", "kcl_mltm", "cacl", "cacl_mltm"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from atr_demo.fileio import atomic_write_text
+
 from training.corpus import audio, debian
 from training.corpus.clip import Dropped, ManifestRow, SourceClip
 from training.corpus.grouping import slug

@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from atr_demo.fileio import markdown_table
+
 from training.corpus.clip import ManifestRow
 
 

@@ -12,7 +12,7 @@ DEFAULT_SEED = "atr-corpus-v1"
 
 def group_unit(group: str, seed: str = DEFAULT_SEED) -> float:
     """A number in [0, 1) that depends only on ``seed`` and ``group`` (SHA-256 based)."""
-    digest = hashlib.sha256(f"{seed}\0{group}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\0{group}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

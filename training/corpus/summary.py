@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from atr_demo.fileio import markdown_table
+
 from training.corpus.clip import SPLITS, ManifestRow
 
 

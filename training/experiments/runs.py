@@ -16,6 +16,7 @@ import torch
 from atr_demo.fileio import atomic_write_text
 from atr_demo.model import ATRModel, load_model
 from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, embed_labels
+
 from training.analysis.leakage import classes_in_captions
 from training.analysis.structure import owner_means, structure_report
 from training.config import TrainConfig, apply_overrides

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from atr_demo.errors import ATRError, ConfigError
+
 from training.config import read_config_file
 from training.experiments import metrics as mk
 from training.experiments import settings as st

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from atr_demo.fileio import markdown_table
+
 from training.experiments import metrics as mk
 from training.experiments.aggregate import OUTCOMES
 from training.experiments.runs import EVAL_MODES, STRUCTURE_KS
