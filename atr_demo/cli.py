@@ -28,9 +28,14 @@ logger = logging.getLogger("atr_demo")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="checkpoint folder, hub repo id, 'tiny', 'aisfx-minilm' (default: the bundled model)")
+    parser.add_argument(
+        "--model", default=None,
+        help="checkpoint folder, hub repo id, 'tiny', 'aisfx-minilm' (default: the bundled model)",
+    )
     parser.add_argument("--revision", default=None, help="hub revision of --model")
-    parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: ~/.cache/atr_demo/embeddings)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="embedding cache folder (default: ~/.cache/atr_demo/embeddings)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
@@ -64,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
 def _report_skipped(skipped: list[tuple[Path, str]]) -> None:
@@ -101,7 +106,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ATRError(f"no usable audio files in {args.gallery}")
     results = search_text(model, gallery, args.queries, k=args.k, mode=args.mode or model.config.scoring)
     if args.json:
-        slim = [{"query": r["query"], "results": [{"file": x["file"], "score": x["score"], **({"caption": x["caption"]} if "caption" in x else {})} for x in r["results"]]} for r in results]
+        slim = [
+            {
+                "query": r["query"],
+                "results": [
+                    {"file": x["file"], "score": x["score"], **({"caption": x["caption"]} if "caption" in x else {})}
+                    for x in r["results"]
+                ],
+            }
+            for r in results
+        ]
         sys.stdout.write(json.dumps(slim, indent=2) + "\n")
     else:
         rows = [("query", "rank", "score", "file")]
@@ -123,11 +137,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
         np.save(out, gallery.embeddings.numpy())
         out.with_suffix(".files.txt").write_text("\n".join(files) + "\n", encoding="utf-8")
     elif out.suffix == ".safetensors":
-        save_file({"embeddings": gallery.embeddings.contiguous()}, str(out), {"files": json.dumps(files), "model": model.config.name})
+        save_file(
+            {"embeddings": gallery.embeddings.contiguous()},
+            str(out),
+            {"files": json.dumps(files), "model": model.config.name},
+        )
     else:
         raise ATRError(f"--out must end in .safetensors or .npy, got {out.name}")
     summary = {"out": str(out), "count": len(files), "dim": int(gallery.embeddings.shape[1])}
-    sys.stdout.write((json.dumps(summary) if args.json else f"wrote {summary['count']} embeddings of dim {summary['dim']} to {out}") + "\n")
+    message = f"wrote {summary['count']} embeddings of dim {summary['dim']} to {out}"
+    sys.stdout.write((json.dumps(summary) if args.json else message) + "\n")
     return 1 if gallery.skipped else 0
 
 
@@ -136,7 +155,9 @@ COMMANDS = {"label": cmd_label, "search": cmd_search, "embed": cmd_embed}
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return COMMANDS[args.command](args)
     except ATRError as exc:

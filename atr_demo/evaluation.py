@@ -24,7 +24,9 @@ def _ranks_of(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
     return (scores > target).sum(dim=1) + (scores == target).sum(dim=1)
 
 
-def text_to_audio_metrics(scores: torch.Tensor, text_to_audio: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]:
+def text_to_audio_metrics(
+    scores: torch.Tensor, text_to_audio: torch.Tensor, ks: tuple[int, ...] = KS
+) -> dict[str, float]:
     """Caption → audio retrieval metrics from (n_text, n_audio) scores."""
     ranks = _ranks_of(scores.float(), text_to_audio.long()).float()
     out = {f"R@{k}": float((ranks <= k).float().mean()) for k in ks}
@@ -34,7 +36,9 @@ def text_to_audio_metrics(scores: torch.Tensor, text_to_audio: torch.Tensor, ks:
     return out
 
 
-def audio_to_text_metrics(scores: torch.Tensor, text_to_audio: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]:
+def audio_to_text_metrics(
+    scores: torch.Tensor, text_to_audio: torch.Tensor, ks: tuple[int, ...] = KS
+) -> dict[str, float]:
     """Audio → caption retrieval metrics from the same (n_text, n_audio) scores."""
     n_text, n_audio = scores.shape
     by_audio = scores.T.float()  # (n_audio, n_text)

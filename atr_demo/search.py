@@ -49,8 +49,11 @@ def search_text(
     )
     values, indices = top_k(scores, k)
     out = []
-    for query, vals, idx in zip(queries, values.tolist(), indices.tolist()):
-        results = [{**gallery.metadata[i], "file": str(gallery.files[i]), "score": float(v)} for v, i in zip(vals, idx)]
+    for query, vals, idx in zip(queries, values.tolist(), indices.tolist(), strict=True):
+        results = [
+            {**gallery.metadata[i], "file": str(gallery.files[i]), "score": float(v)}
+            for v, i in zip(vals, idx, strict=True)
+        ]
         out.append({"query": query, "results": results})
     return out
 
@@ -70,7 +73,7 @@ def label_clips(
     return [
         {
             "file": str(f),
-            "labels": [{"label": label_set.labels[i], "score": float(v)} for v, i in zip(vals, idx)],
+            "labels": [{"label": label_set.labels[i], "score": float(v)} for v, i in zip(vals, idx, strict=True)],
         }
-        for f, vals, idx in zip(files, values.tolist(), indices.tolist())
+        for f, vals, idx in zip(files, values.tolist(), indices.tolist(), strict=True)
     ]

@@ -10,7 +10,15 @@ import pytest
 import soundfile as sf
 
 
-def write_tone(path: Path, freq: float = 440.0, seconds: float = 1.0, sr: int = 16000, channels: int = 1, noise: float = 0.0, seed: int = 0) -> Path:
+def write_tone(
+    path: Path,
+    freq: float = 440.0,
+    seconds: float = 1.0,
+    sr: int = 16000,
+    channels: int = 1,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> Path:
     """Write a sine tone (plus optional seeded noise) to ``path`` (format from the suffix)."""
     t = np.arange(int(seconds * sr)) / sr
     wave = 0.5 * np.sin(2 * np.pi * freq * t)
@@ -27,7 +35,9 @@ def make_tiny_bert(directory: Path, extra_words: Sequence[str] = ()) -> Path:
     e.g. words of other languages for a tiny multilingual encoder) to ``directory``."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    words = "a the dog barks cat meows rain falls water bird sings engine runs car horn train wind fire sound of this is".split()
+    words = (
+        "a the dog barks cat meows rain falls water bird sings engine runs car horn train wind fire sound of this is"
+    ).split()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *[f"w{i}" for i in range(60 - len(words) - 5)]]
     vocab += [w for w in dict.fromkeys(w.lower() for w in extra_words) if w not in vocab]
     directory.mkdir(parents=True, exist_ok=True)
@@ -37,7 +47,10 @@ def make_tiny_bert(directory: Path, extra_words: Sequence[str] = ()) -> Path:
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
     assert tokenizer.vocab_size == len(vocab)
     tokenizer.save_pretrained(directory)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(directory)
     return directory
 
@@ -56,8 +69,14 @@ def make_tiny_wav2vec2(directory: Path) -> Path:
     return directory
 
 
-def offline_hub_cache(monkeypatch: pytest.MonkeyPatch, cache: Path, repo_id: str, source: Path,
-                      names: Sequence[str] | None = None, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+def offline_hub_cache(
+    monkeypatch: pytest.MonkeyPatch,
+    cache: Path,
+    repo_id: str,
+    source: Path,
+    names: Sequence[str] | None = None,
+    commit: str = "0123456789abcdef0123456789abcdef01234567",
+) -> Path:
     """Put ``source``'s files (or only ``names``) into a hub cache at ``cache`` as ``repo_id``'s
     ``main`` snapshot, and point the hub client at it in offline mode; returns the snapshot."""
     import shutil

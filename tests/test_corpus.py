@@ -269,7 +269,7 @@ def test_long_clip_is_cut_into_about_ten_second_segments() -> None:
     bounds = segment_bounds(45 * rate, rate)
     assert len(bounds) == 4
     assert bounds[0][0] == 0 and bounds[-1][1] == 45 * rate
-    assert all(b[0] == a[1] for a, b in zip(bounds, bounds[1:]))
+    assert all(b[0] == a[1] for a, b in zip(bounds, bounds[1:], strict=False))
     assert all(10 * rate <= stop - start < 20 * rate for start, stop in bounds)
     assert segment_bounds(15 * rate, rate) == [(0, 15 * rate)]
     with pytest.raises(ValueError):
@@ -509,7 +509,10 @@ def test_openclonk_prepare_runs_the_helper_c4group(tmp_path: Path) -> None:
     tool = tmp_path / "extracted" / "openclonk" / "usr" / "bin" / "c4group"
     tool.parent.mkdir(parents=True)
     # A stand-in for c4group: "c4group NAME -x" replaces the packed file by a folder.
-    tool.write_text('#!/bin/sh\n[ "$2" = "-x" ] || exit 3\nrm "$1" && mkdir -p "$1/Fire.ocg" && echo x > "$1/Fire.ocg/Fire.ogg"\n')
+    tool.write_text(
+        '#!/bin/sh\n[ "$2" = "-x" ] || exit 3\n'
+        'rm "$1" && mkdir -p "$1/Fire.ocg" && echo x > "$1/Fire.ocg/Fire.ogg"\n'
+    )
     tool.chmod(0o755)
     openclonk.unpack_sounds(root)
     assert (archive / "Fire.ocg" / "Fire.ogg").is_file()

@@ -25,7 +25,9 @@ def library(tmp_path: Path) -> Path:
     write_tone(root / "sub" / "c.ogg", 220, 2.0, sr=44100, noise=0.1)
     (root / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     (root / "notes.txt").write_text("not audio")
-    (root / "gallery.jsonl").write_text(json.dumps({"audio": "a.wav", "caption": "a pure tone", "licence": "CC0"}) + "\n")
+    (root / "gallery.jsonl").write_text(
+        json.dumps({"audio": "a.wav", "caption": "a pure tone", "licence": "CC0"}) + "\n"
+    )
     return root
 
 
@@ -58,7 +60,10 @@ def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str,
 
 def test_cli_search_json(library: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for mode in ("cosine", "metric", "transport"):
-        code, out, err = _run(capsys, ["search", "a tone", "rain", "--gallery", str(library), "--model", "tiny", "--k", "2", "--mode", mode, "--json", "--cache-dir", str(tmp_path / "c")])
+        code, out, err = _run(capsys, [
+            "search", "a tone", "rain", "--gallery", str(library), "--model", "tiny", "--k", "2", "--mode", mode,
+            "--json", "--cache-dir", str(tmp_path / "c"),
+        ])
         data = json.loads(out)
         assert code == 0 and "broken.wav" in err
         assert [d["query"] for d in data] == ["a tone", "rain"]
@@ -68,23 +73,32 @@ def test_cli_search_json(library: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_cli_label_json_and_table(library: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _run(capsys, ["label", str(library / "a.wav"), str(library / "sub"), "--model", "tiny", "--top", "3", "--json", "--cache-dir", str(tmp_path / "c")])
+    code, out, err = _run(capsys, [
+        "label", str(library / "a.wav"), str(library / "sub"), "--model", "tiny", "--top", "3", "--json",
+        "--cache-dir", str(tmp_path / "c"),
+    ])
     data = json.loads(out)
     assert code == 0 and len(data) == 3
     assert all(len(d["labels"]) == 3 and set(d["labels"][0]) == {"label", "score"} for d in data)
     labels = tmp_path / "labels.txt"
     labels.write_text("tone\nnoise\n")
-    code, out, _ = _run(capsys, ["label", str(library / "a.wav"), "--model", "tiny", "--labels", str(labels), "--cache-dir", str(tmp_path / "c")])
+    code, out, _ = _run(capsys, [
+        "label", str(library / "a.wav"), "--model", "tiny", "--labels", str(labels), "--cache-dir", str(tmp_path / "c"),
+    ])
     assert code == 0 and "tone" in out and "noise" in out
 
 
 def test_cli_embed_formats(library: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_st = tmp_path / "emb.safetensors"
-    code, out, _ = _run(capsys, ["embed", str(library), "--model", "tiny", "--out", str(out_st), "--json", "--cache-dir", str(tmp_path / "c")])
+    code, out, _ = _run(capsys, [
+        "embed", str(library), "--model", "tiny", "--out", str(out_st), "--json", "--cache-dir", str(tmp_path / "c"),
+    ])
     assert code == 1  # one file could not be decoded, the others are written
     assert load_file(str(out_st))["embeddings"].shape == (3, 16)
     out_np = tmp_path / "emb.npy"
-    code, _, _ = _run(capsys, ["embed", str(library / "a.wav"), "--model", "tiny", "--out", str(out_np), "--cache-dir", str(tmp_path / "c")])
+    code, _, _ = _run(capsys, [
+        "embed", str(library / "a.wav"), "--model", "tiny", "--out", str(out_np), "--cache-dir", str(tmp_path / "c"),
+    ])
     assert code == 0 and np.load(out_np).shape == (1, 16)
     assert out_np.with_suffix(".files.txt").read_text().strip().endswith("a.wav")
 

@@ -72,7 +72,11 @@ def test_shape_mismatch_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content, message",
-    [("{not json", "not valid JSON"), (json.dumps({"embed_dim": 8, "colour": "red"}), "colour"), (json.dumps({"metric": "manhattan"}), "metric")],
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"embed_dim": 8, "colour": "red"}), "colour"),
+        (json.dumps({"metric": "manhattan"}), "metric"),
+    ],
 )
 def test_malformed_config_is_explained(tmp_path: Path, content: str, message: str) -> None:
     create_model(tiny_config()).save_pretrained(tmp_path)

@@ -30,7 +30,8 @@ LANGS = {
            "an owl", "a pig", "a hen", "a goat", "a sheep", "a crow"],
     "fr": ["une grenouille", "une vache", "un chien", "un canard", "un canard", "un chat", "un cheval", "une abeille",
            "un train", "une cloche", "un hibou", "un cochon", "une poule", "une chèvre", "un mouton", "un corbeau"],
-    "ja": ["カエル", "牛", "犬", "アヒル", "カモ", "猫", "馬", "蜂", "電車", "鐘", "フクロウ", "豚", "雌鶏", "ヤギ", "羊", "カラス"],
+    "ja": ["カエル", "牛", "犬", "アヒル", "カモ", "猫", "馬", "蜂",
+           "電車", "鐘", "フクロウ", "豚", "雌鶏", "ヤギ", "羊", "カラス"],
 }
 
 
@@ -151,7 +152,9 @@ def test_multilingual_config_errors(ml_data: Path, tmp_path: Path) -> None:
         train(_config(ml_data, tmp_path / "r", languages=["en", "de"]))
 
 
-def test_tiny_multilingual_hf_text_backbone_trains_by_hub_id(ml_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiny_multilingual_hf_text_backbone_trains_by_hub_id(
+    ml_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Any transformers sentence encoder works as the text tower by hub id: here a tiny random BERT
     whose vocabulary holds French and Japanese words, built locally and placed in a hub cache
     (offline; nothing is downloaded), then named ``acme/tiny-ml-bert`` in the model config."""
@@ -247,7 +250,8 @@ def test_multilingual_suite_cross_validates_and_renders(ml_data: Path, tmp_path:
     assert len(payload["runs"]) == exp.ML_FOLDS * 2
     tested: list[str] = []
     for fold in range(exp.ML_FOLDS):
-        record = json.loads((tmp_path / "runs" / "multilingual" / f"fold{fold}-cacl-ot" / "seed0" / "result.json").read_text())
+        result_file = tmp_path / "runs" / "multilingual" / f"fold{fold}-cacl-ot" / "seed0" / "result.json"
+        record = json.loads(result_file.read_text())
         assert record["config"]["cv_fold"] == fold and record["config"]["loss"] == "cacl_mltm"
         ml = record["result"]["multilingual"]["cosine"]
         assert set(ml["languages"]) == {"en", "fr", "ja"} and ml["mrv"]["text_to_audio"] >= 0

@@ -62,12 +62,16 @@ class FakeHub:
         monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
 
 
-def test_push_calls_and_files(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_push_calls_and_files(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     hub = FakeHub()
     hub.install(monkeypatch)
     evaluation = {"data": ["corpus"], "split": "test", "n_clips": 4, "n_captions": 8, "modality_gap": 0.5,
-                  "modes": {"cosine": {"text_to_audio": {"R@1": 0.5, "R@5": 1.0, "R@10": 1.0, "mAP@10": 0.7, "median_rank": 1.5},
-                                       "audio_to_text": {"R@1": 0.25, "R@5": 1.0, "R@10": 1.0, "mAP@10": 0.6, "median_rank": 2.0}}}}
+                  "modes": {"cosine": {
+                      "text_to_audio": {"R@1": 0.5, "R@5": 1.0, "R@10": 1.0, "mAP@10": 0.7, "median_rank": 1.5},
+                      "audio_to_text": {"R@1": 0.25, "R@5": 1.0, "R@10": 1.0, "mAP@10": 0.6, "median_rank": 2.0},
+                  }}}
     eval_file = tmp_path / "eval.json"
     eval_file.write_text(json.dumps(evaluation))
     code = push_mod.main(["--model", str(checkpoint), "--repo-id", "owner/name", "--private", "--revision", "exp1",
@@ -88,7 +92,9 @@ def test_push_calls_and_files(checkpoint: Path, tmp_path: Path, monkeypatch: pyt
     assert "| cosine | 0.500 |" in card and '"eps": 0.05' in card
 
 
-def test_push_without_branch_and_failure(checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_push_without_branch_and_failure(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     hub = FakeHub()
     hub.install(monkeypatch)
     assert push_mod.main(["--model", str(checkpoint), "--repo-id", "owner/name"]) == 0
@@ -110,7 +116,9 @@ def test_model_card_attributions(tmp_path: Path) -> None:
 
 
 def test_pushed_folder_loads_from_hub_cache(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    offline_hub_cache(monkeypatch, tmp_path / "hub", "owner/name", checkpoint, ("config.json", "model.safetensors"), COMMIT)
+    offline_hub_cache(
+        monkeypatch, tmp_path / "hub", "owner/name", checkpoint, ("config.json", "model.safetensors"), COMMIT
+    )
     loaded = load_model("owner/name")
     original = create_model(tiny_config(), seed=3)
     assert all(torch.equal(v, original.checkpoint_state_dict()[k]) for k, v in loaded.checkpoint_state_dict().items())
@@ -124,7 +132,9 @@ def test_model_card_names_the_loss_and_shows_leakage(tmp_path: Path) -> None:
     config.loss = "cacl_mltm"
     config.save(tmp_path / "config.json")
     leak = {"seen_classes": {"dog": ["dog"]},
-            "zeroshot": {"cosine": {g: {"top1": 0.5, "top5": 1.0, "n": 2, "n_classes": 1} for g in ("seen", "unseen", "all")}}}
+            "zeroshot": {"cosine": {
+                g: {"top1": 0.5, "top5": 1.0, "n": 2, "n_classes": 1} for g in ("seen", "unseen", "all")
+            }}}
     evaluation = {"data": ["d"], "split": "test", "n_clips": 2, "n_captions": 2, "modality_gap": 0.1, "modes": {},
                   "leakage": leak}
     card = render_model_card(tmp_path, evaluation)

@@ -164,7 +164,9 @@ def test_train_cli_bad_config_returns_1(tmp_path: Path) -> None:
     assert train_mod.main(["--config", str(cfg)]) == 1
 
 
-def test_evaluate_leakage_report_splits_seen_and_unseen(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_leakage_report_splits_seen_and_unseen(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = train(_config(corpus, tmp_path / "run", epochs=1))
     argv = ["--model", str(out / "best"), "--data", str(corpus), "--train-data", str(corpus), "--modes", "cosine"]
     assert evaluate_mod.main(argv + ["--json"]) == 0
@@ -182,7 +184,9 @@ def test_evaluate_leakage_report_splits_seen_and_unseen(corpus: Path, tmp_path: 
     assert evaluate_mod.main(argv + ["--train-split", "nonsense"]) == 1
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob("configs/*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).resolve().parent.parent.glob("configs/*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_configs_are_valid(path: Path) -> None:
     """Every config in configs/ parses and validates (paths are not checked: they are machine-specific)."""
     config = load_train_config(path)

@@ -13,13 +13,20 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert-aisfx": ("training.convert_aisfx", "convert the aiSFX CNN weights from the aisfx wheel to safetensors"),
     "build-corpus": ("training.corpus.build", "download the Debian sound packages and build the corpus"),
-    "build-multilingual": ("training.multilingual", "write the multilingual split (Tux Paint descriptions + translations)"),
-    "bundle-model": ("training.bundle_model", "copy a trained checkpoint to bundled_model/, evaluate it, write its model card"),
+    "build-multilingual": (
+        "training.multilingual", "write the multilingual split (Tux Paint descriptions + translations)"
+    ),
+    "bundle-model": (
+        "training.bundle_model", "copy a trained checkpoint to bundled_model/, evaluate it, write its model card"
+    ),
     "bundle-gallery": ("training.bundle_gallery", "copy corpus test clips into the app's bundled gallery"),
     "features": ("training.features", "cache frozen-backbone features of a training config's data"),
     "train": ("training.train", "train a model: --config FILE [--set key=value ...] [--resume]"),
     "evaluate": ("training.evaluate", "retrieval, zero-shot and modality-gap metrics of a checkpoint"),
-    "analyse": ("training.analyse", "k-NN graph similarity and linear CKA of a checkpoint's audio and text spaces (or two checkpoints)"),
+    "analyse": (
+        "training.analyse",
+        "k-NN graph similarity and linear CKA of a checkpoint's audio and text spaces (or two checkpoints)",
+    ),
     "experiments": ("training.experiments", "run an experiment suite over seeds (its --help lists them), write tables"),
     "push": ("training.push", "write the model card and upload a checkpoint folder to the Hugging Face Hub"),
 }

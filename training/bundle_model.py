@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 COPIED = (CONFIG_NAME, WEIGHTS_NAME, "train_config.json")
 
 
-def bundle(run: Path, out: Path, data: list[str], split: str = "test", notes: Path | None = None, name: str | None = None) -> Path:
+def bundle(
+    run: Path, out: Path, data: list[str], split: str = "test", notes: Path | None = None, name: str | None = None
+) -> Path:
     """Copy checkpoint ``run`` to ``out`` (renamed ``name``), evaluate it on ``data``/``split``, write its card."""
     from training import evaluate
 
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="atr-demo-mltm", help="model name written into config.json")
     parser.add_argument("--out", default="bundled_model")
     args = parser.parse_args(argv)
-    card = bundle(Path(args.run), Path(args.out), args.data, args.split, Path(args.notes) if args.notes else None, args.name)
+    notes = Path(args.notes) if args.notes else None
+    card = bundle(Path(args.run), Path(args.out), args.data, args.split, notes, args.name)
     logger.info("bundled model written to %s (card %s)", args.out, card)
     return 0

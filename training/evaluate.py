@@ -55,14 +55,19 @@ from training.datasets import Clip, filter_packages, language_captions, load_cli
 logger = logging.getLogger(__name__)
 
 
-def _batched_audio(model: ATRModel, clips: Sequence[Clip], batch_size: int, progress: bool, backbone_only: bool) -> torch.Tensor:
+def _batched_audio(
+    model: ATRModel, clips: Sequence[Clip], batch_size: int, progress: bool, backbone_only: bool
+) -> torch.Tensor:
     model.eval()
     encode = model.audio_features if backbone_only else model.encode_audio
     out = []
     with torch.inference_mode():
         desc = "backbone features" if backbone_only else "embedding audio"
         for start in tqdm(range(0, len(clips), batch_size), desc=desc, unit="batch", disable=not progress):
-            waves = [load_clip_audio(c, model.sample_rate, model.config.max_duration_s) for c in clips[start : start + batch_size]]
+            waves = [
+                load_clip_audio(c, model.sample_rate, model.config.max_duration_s)
+                for c in clips[start : start + batch_size]
+            ]
             out.append(encode(waves).float().cpu())
     return torch.cat(out) if out else torch.empty(0, model.config.embed_dim)
 
@@ -72,7 +77,9 @@ def embed_clips(model: ATRModel, clips: Sequence[Clip], batch_size: int = 16, pr
     return _batched_audio(model, clips, batch_size, progress, backbone_only=False)
 
 
-def backbone_features(model: ATRModel, clips: Sequence[Clip], batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+def backbone_features(
+    model: ATRModel, clips: Sequence[Clip], batch_size: int = 16, progress: bool = True
+) -> torch.Tensor:
     """Frozen audio-backbone features (n, D_audio) of clips (before the projection head)."""
     return _batched_audio(model, clips, batch_size, progress, backbone_only=True)
 
@@ -90,7 +97,9 @@ def load_eval_clips(data: Sequence[str], split: str, packages: str | None = None
     return clips
 
 
-def _directional_scores(model: ATRModel, text: torch.Tensor, audio: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _directional_scores(
+    model: ATRModel, text: torch.Tensor, audio: torch.Tensor, mode: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(t2a scores (n_text, n_audio), a2t scores transposed to (n_text, n_audio))."""
     kw = {"metric": model.metric, "eps": model.config.eps, "mass": model.config.mass}
     t2a = score_matrix(text, audio, mode, **kw)
@@ -175,7 +184,9 @@ def first_captions(clips: Sequence[Clip], lang: str) -> list[str]:
     for clip in clips:
         captions = language_captions(clip, lang)
         if not captions:
-            raise ConfigError(f"clip {clip.clip_id} has no caption in language {lang!r} (manifest column caption_{lang})")
+            raise ConfigError(
+                f"clip {clip.clip_id} has no caption in language {lang!r} (manifest column caption_{lang})"
+            )
         out.append(captions[0])
     return out
 
@@ -263,8 +274,8 @@ def probe_report(train_features: torch.Tensor, train_labels: Sequence[str], test
     index = {c: i for i, c in enumerate(ESC50_CLASSES)}
     probe = fit_linear_probe(train_features.float(), torch.tensor([index[c] for c in train_labels]),
                              len(ESC50_CLASSES), seed=seed)
-    out: dict[str, Any] = split_accuracy(probe.scores(test_features.float()), torch.tensor([index[c] for c in test_labels]),
-                                         ESC50_CLASSES, seen)
+    test_targets = torch.tensor([index[c] for c in test_labels])
+    out: dict[str, Any] = split_accuracy(probe.scores(test_features.float()), test_targets, ESC50_CLASSES, seen)
     out["train_clips"] = len(train_labels)
     out["train_classes"] = len(set(train_labels))
     return out
@@ -305,7 +316,8 @@ def leakage_table(section: dict[str, Any]) -> str:
         scorings.append(("linear probe (audio backbone)", section["probe"]))
     rows = []
     for name, s in scorings:
-        cells = [name] + [f"{s[g][k]:.3f}" for g, k in (("seen", "top1"), ("seen", "top5"), ("unseen", "top1"), ("unseen", "top5"))]
+        columns = (("seen", "top1"), ("seen", "top5"), ("unseen", "top1"), ("unseen", "top5"))
+        cells = [name] + [f"{s[g][k]:.3f}" for g, k in columns]
         rows.append(cells + [str(s["seen"]["n"]), str(s["unseen"]["n"])])
     seen = section.get("seen_classes", {})
     lines = [fileio.markdown_table(head, rows), ""]
@@ -313,7 +325,9 @@ def leakage_table(section: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _zeroshot(model: ATRModel, audio: torch.Tensor, labels: torch.Tensor, folds: list[int | None], label_set: Any, mode: str) -> dict[str, Any]:
+def _zeroshot(
+    model: ATRModel, audio: torch.Tensor, labels: torch.Tensor, folds: list[int | None], label_set: Any, mode: str
+) -> dict[str, Any]:
     """Top-1/top-5 over all labelled clips; per fold (and the fold mean) when folds are known.
 
     In transport mode each fold is solved as one batch (the plan balances labels over it).
@@ -345,7 +359,9 @@ def markdown_table(result: dict[str, Any]) -> str:
         cells += [f"{z['top1']:.3f}", f"{z['top5']:.3f}"] if z else ["–", "–"]
         rows.append(cells)
     lines = [fileio.markdown_table(head, rows), ""]
-    lines.append(f"{result['n_clips']} clips, {result['n_captions']} captions; modality gap {result['modality_gap']:.3f}.")
+    lines.append(
+        f"{result['n_clips']} clips, {result['n_captions']} captions; modality gap {result['modality_gap']:.3f}."
+    )
     return "\n".join(lines)
 
 
@@ -354,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training evaluate", description="evaluate a checkpoint")
     parser.add_argument("--model", required=True, help="checkpoint folder, hub repo id or built-in name")
     parser.add_argument("--revision", default=None, help="hub revision of --model")
-    parser.add_argument("--data", required=True, action="append", help="dataset path (repeatable; format:path to force a format)")
+    parser.add_argument("--data", required=True, action="append",
+                        help="dataset path (repeatable; format:path to force a format)")
     parser.add_argument("--split", default="test", help="train | validation | test | all (default test)")
     parser.add_argument("--packages", default=None,
                         help="comma-separated corpus packages to keep (e.g. the held-out package of a LOPO run)")
@@ -362,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-data", default=None, action="append",
                         help="the model's training data (repeatable): adds the leakage report — zero-shot on classes "
                              "named in its training captions vs the others, and a linear probe on backbone features")
-    parser.add_argument("--train-split", default="train", help="split of --train-data the model trained on (default train)")
+    parser.add_argument("--train-split", default="train",
+                        help="split of --train-data the model trained on (default train)")
     parser.add_argument("--languages", default=None,
                         help="comma-separated caption languages (e.g. en,fr,de): per-language metrics and MRV")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -394,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     if "multilingual" in result and not args.json:
         text += "\n\nPer language:\n\n" + languages_table(result["multilingual"])
     if "leakage" in result and not args.json:
-        text += "\n\nZero-shot leakage (ESC-50 classes named in the training captions = seen):\n\n" + leakage_table(result["leakage"])
+        text += (
+            "\n\nZero-shot leakage (ESC-50 classes named in the training captions = seen):\n\n"
+            + leakage_table(result["leakage"])
+        )
     sys.stdout.write(text + "\n")
     return 0

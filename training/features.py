@@ -48,7 +48,10 @@ def tower_fingerprint(model: ATRModel, tower: str) -> str:
     cfg = getattr(model.config, tower).to_dict()
     cfg.pop("trainable", None)
     backbone = getattr(model, f"{tower}_backbone")
-    frontend = getattr(backbone, "frontend_config", None) or getattr(getattr(backbone, "frontend", None), "config", None)
+    frontend = (
+        getattr(backbone, "frontend_config", None)
+        or getattr(getattr(backbone, "frontend", None), "config", None)
+    )
     payload = {"tower": cfg, "frontend": frontend.to_dict() if frontend is not None else None,
                "sample_rate": getattr(backbone, "sample_rate", None)}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
@@ -118,7 +121,7 @@ def audio_features(
             if waves:
                 with torch.inference_mode():
                     feats = model.audio_features(waves).float().cpu()
-                for i, f in zip(chunk, feats):
+                for i, f in zip(chunk, feats, strict=True):
                     store.put(keys[i], f)
             bar.update(len(todo[start : start + batch_size]))
             if (start // batch_size) % 50 == 49:
@@ -144,7 +147,7 @@ def text_features(
     folder = Path(cache_dir or default_cache_dir())
     store = TensorStore(folder / f"text-{tower_fingerprint(model, 'text')}.safetensors", "feature cache")
     keys = [text_key(t) for t in texts]
-    todo = sorted({k: t for k, t in zip(keys, texts) if k not in store}.items())
+    todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in store}.items())
     was_training = model.training
     model.eval()
     try:
@@ -153,7 +156,7 @@ def text_features(
             chunk = todo[start : start + batch_size]
             with torch.inference_mode():
                 feats = model.text_features([t for _, t in chunk]).float().cpu()
-            for (k, _), f in zip(chunk, feats):
+            for (k, _), f in zip(chunk, feats, strict=True):
                 store.put(k, f)
     finally:
         model.train(was_training)

@@ -129,7 +129,8 @@ def render_model_card(
     if evaluation:
         from training.evaluate import markdown_table
 
-        parts += [f"On `{', '.join(map(str, evaluation.get('data', [])))}`, split `{evaluation.get('split', '?')}`:", "",
+        data_names = ", ".join(map(str, evaluation.get("data", [])))
+        parts += [f"On `{data_names}`, split `{evaluation.get('split', '?')}`:", "",
                   markdown_table(evaluation), ""]
         if evaluation.get("leakage"):
             from training.evaluate import leakage_table

@@ -134,9 +134,11 @@ def build(corpus: Path, cache_dir: Path | None = None) -> tuple[Path, dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training build-multilingual",
-                                     description="write the multilingual split (Tux Paint descriptions and translations)")
+                                     description="write the multilingual split "
+                                     "(Tux Paint descriptions and translations)")
     parser.add_argument("--corpus", type=Path, required=True, help="corpus folder (with manifest.jsonl)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="where .debs and extracted trees go (default: CORPUS/cache)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where .debs and extracted trees go (default: CORPUS/cache)")
     args = parser.parse_args(argv)
     try:
         path, coverage = build(args.corpus, args.cache_dir)

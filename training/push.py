@@ -52,7 +52,9 @@ def push(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training push", description="upload a checkpoint folder to the Hub")
+    parser = argparse.ArgumentParser(
+        prog="python -m training push", description="upload a checkpoint folder to the Hub"
+    )
     parser.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/x/best)")
     parser.add_argument("--repo-id", required=True, help="owner/name on the Hugging Face Hub")
     parser.add_argument("--private", action="store_true", help="create the repo as private")

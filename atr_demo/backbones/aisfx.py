@@ -161,7 +161,7 @@ class AisfxCNN(nn.Module):
         h = x.unsqueeze(1)  # (B, 1, T, F)
         if self._use_fused():
             h = h.contiguous(memory_format=torch.channels_last)
-            for block, (w1, b1, w2, b2) in zip(self.embedding_net.blocks(), self._fused()):
+            for block, (w1, b1, w2, b2) in zip(self.embedding_net.blocks(), self._fused(), strict=True):
                 h = F.relu_(F.conv2d(h, w1, b1, padding=1))
                 h = F.relu_(F.conv2d(h, w2, b2, padding=1))
                 if block.pool > 1:

@@ -149,7 +149,7 @@ class HashingTextBackbone(nn.Module):
 
     def _ids(self, text: str) -> list[int]:
         words = _TOKEN_RE.findall(text.lower()) or ["<empty>"]
-        grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+        grams = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
         return [zlib.crc32(g.encode()) % self.buckets for g in grams]
 
     def forward(self, texts: list[str]) -> torch.Tensor:

@@ -69,7 +69,9 @@ def extract(deb: Path, target: Path, patterns: list[str]) -> None:
     dpkg_rc = dpkg.wait()
     # tar exits 2 when a wildcard matched nothing (e.g. an optional pattern); judge by content.
     if dpkg_rc != 0 or not any(p.is_file() for p in target.rglob("*")):
-        raise PackageError(f"extracting {deb.name} failed (dpkg-deb {dpkg_rc}, tar {tar.returncode}: {tar.stderr[-500:]})")
+        raise PackageError(
+            f"extracting {deb.name} failed (dpkg-deb {dpkg_rc}, tar {tar.returncode}: {tar.stderr[-500:]})"
+        )
     mark_done(target)
 
 

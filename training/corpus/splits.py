@@ -30,7 +30,7 @@ def split_for_group(
         raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
     u = group_unit(group, seed)
     edge = 0.0
-    for name, fraction in zip(SPLITS, fractions):
+    for name, fraction in zip(SPLITS, fractions, strict=True):
         edge += fraction
         if u < edge:
             return name

@@ -40,7 +40,8 @@ def parse(root: Path) -> Iterator[SourceClip | Dropped]:
             # Folder + stem family, so that Sounds/click and Aircraft/c172p/Sounds/click stay apart.
             group = f"{path.parent.relative_to(base).as_posix().lower()}/{stem_family(path.name)}"
             yield clip_from_rules(
-                PACKAGE, relative, rules, LICENCE, AUTHOR, path=path, group=group, original_name=f"{DATA_DIR}/{relative}"
+                PACKAGE, relative, rules, LICENCE, AUTHOR,
+                path=path, group=group, original_name=f"{DATA_DIR}/{relative}",
             )
         for path in sorted(folder.rglob("*.mp3")):
             yield Dropped(PACKAGE, f"{DATA_DIR}/{path.relative_to(base).as_posix()}", "music (intro theme)")

@@ -36,7 +36,8 @@ def parse(root: Path) -> Iterator[SourceClip | Dropped]:
             if folder == "tilesets":
                 group = "tilesets/" + stem_family(PurePosixPath(relative).name)
             yield clip_from_rules(
-                PACKAGE, relative, rules, LICENCE, AUTHOR, path=path, group=group, original_name=f"{DATA_DIR}/{relative}"
+                PACKAGE, relative, rules, LICENCE, AUTHOR,
+                path=path, group=group, original_name=f"{DATA_DIR}/{relative}",
             )
 
 

@@ -173,7 +173,9 @@ def unpack_sounds(root: Path) -> None:
     log.info("%s: %s %s -x", PACKAGE, tool, archive)
     result = subprocess.run([str(tool), ARCHIVE, "-x"], cwd=archive.parent, capture_output=True, text=True)
     if result.returncode != 0 or not archive.is_dir():
-        raise RuntimeError(f"c4group failed on {archive} (rc {result.returncode}): {result.stdout[-300:]}{result.stderr[-300:]}")
+        raise RuntimeError(
+            f"c4group failed on {archive} (rc {result.returncode}): {result.stdout[-300:]}{result.stderr[-300:]}"
+        )
 
 
 def parse(root: Path) -> Iterator[SourceClip | Dropped]:

@@ -85,7 +85,8 @@ def authors_of(credit: str) -> str | None:
     for part in re.findall(pattern, credit):
         name = part.strip('"').strip()
         is_file = re.search(r"\.(wav|mp3|aif|aiff|flac|ogg)$", name, re.I) is not None
-        if name and name not in names and not is_file and not name.startswith("Creative") and name.lower() not in {"edited", "mixed"}:
+        is_credit_word = name.startswith("Creative") or name.lower() in {"edited", "mixed"}
+        if name and name not in names and not is_file and not is_credit_word:
             names.append(name)
     return ", ".join(names) or None
 

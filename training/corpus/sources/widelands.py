@@ -52,7 +52,7 @@ def read_docu(path: Path) -> dict[str, DocuRow]:
                 continue
             if not record or not record[0].strip():
                 continue
-            cells = dict(zip(header, (cell.strip() for cell in record)))
+            cells = dict(zip(header, (cell.strip() for cell in record), strict=False))
             rows[cells["File Name"]] = DocuRow(
                 file_name=cells["File Name"],
                 author=cells.get("Author", ""),
