@@ -13,7 +13,8 @@ group, uniformly, instead of only with item i:
 (``T = I/b`` without groups). Losses are chosen by name through :data:`LOSSES` /
 :func:`build_loss`.
 
-Two further call conventions, flagged by class attributes the trainer reads:
+Two further call conventions (declared for the trainer by :data:`TRAINING_LOSSES`, the one
+registry of training losses: names, the config keys each reads, the inputs each needs):
 
 * ``needs_text_similarity``: :class:`SoftLabelContrastiveLoss` also takes
   ``text_similarity`` (b, b), the caption–caption similarity its soft targets come from.
@@ -24,9 +25,11 @@ Two further call conventions, flagged by class attributes the trainer reads:
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +50,10 @@ __all__ = [
     "LOSSES",
     "build_loss",
     "target_plan",
+    "LossSpec",
+    "TRAINING_LOSSES",
+    "build_training_loss",
+    "float32_loss",
 ]
 
 
@@ -58,6 +65,31 @@ def _check_inputs(audio: Tensor, text: Tensor, group_ids: Tensor | None) -> None
         )
     if group_ids is not None and tuple(group_ids.shape) != (audio.shape[0],):
         raise ValueError(f"group_ids must have shape ({audio.shape[0]},), got {tuple(group_ids.shape)}")
+
+
+def _to_float32(value: Any) -> Any:
+    if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Tensor) for v in value):
+        return type(value)(_to_float32(v) for v in value)
+    return value
+
+
+def float32_loss(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run a loss's ``forward`` with autocast off, whatever the caller's autocast: half-precision
+    tensor arguments (and lists of them) are cast to float32 (float64 stays float64). Under bf16/fp16 autocast
+    the backbones run in half precision, the cost matrix, the OT plan and the loss do not."""
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
+        args = tuple(_to_float32(a) for a in args)
+        kwargs = {k: _to_float32(v) for k, v in kwargs.items()}
+        first = next((a for a in args if isinstance(a, Tensor)), None)
+        device_type = first.device.type if first is not None else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            return forward(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _same_group(b: int, group_ids: Tensor | None, device: torch.device) -> Tensor:
@@ -111,6 +143,7 @@ class MLTMLoss(nn.Module):
         """log π (b, b) for a cost matrix (b, b)."""
         return sinkhorn_log(cost, self.eps, max_iter=self.max_iter, tol=self.tol, log_plan=True)
 
+    @float32_loss
     def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric,
                 group_ids: Tensor | None = None) -> Tensor:
         _check_inputs(audio, text, group_ids)
@@ -149,6 +182,7 @@ class PartialMLTMLoss(MLTMLoss):
         return partial_sinkhorn_log(cost, self.eps, self.mass, max_iter=self.max_iter,
                                     tol=self.tol, log_plan=True)
 
+    @float32_loss
     def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric,
                 group_ids: Tensor | None = None) -> Tensor:
         _check_inputs(audio, text, group_ids)
@@ -187,6 +221,7 @@ class InfoNCELoss(nn.Module):
         scale = self.logit_scale.clamp(0.0, self.max_logit_scale).exp()
         return scale * (audio @ text.transpose(0, 1))
 
+    @float32_loss
     def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric | None = None,
                 group_ids: Tensor | None = None) -> Tensor:
         _check_inputs(audio, text, group_ids)
@@ -214,6 +249,7 @@ class TripletLoss(nn.Module):
         super().__init__()
         self.margin = float(margin)
 
+    @float32_loss
     def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric | None = None,
                 group_ids: Tensor | None = None) -> Tensor:
         _check_inputs(audio, text, group_ids)
@@ -269,6 +305,7 @@ class SoftLabelContrastiveLoss(InfoNCELoss):
             sim = sim.masked_fill(_same_group(sim.shape[0], group_ids, sim.device), 1.0)
         return torch.softmax(sim / self.target_temperature, dim=1)
 
+    @float32_loss
     def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric | None = None,
                 group_ids: Tensor | None = None, text_similarity: Tensor | None = None) -> Tensor:
         _check_inputs(audio, text, group_ids)
@@ -322,6 +359,7 @@ class KCLLoss(_MultilingualLoss):
     Called as ``loss(audio (b, d), texts (K, b, d), metric, group_ids=None)``.
     """
 
+    @float32_loss
     def forward(self, audio: Tensor, texts: Tensor | Sequence[Tensor], metric: MahalanobisMetric | None = None,
                 group_ids: Tensor | None = None) -> Tensor:
         stacked = _check_texts(audio, texts, 1)
@@ -346,6 +384,7 @@ class CACLLoss(_MultilingualLoss):
     ``texts[0]`` the English and ``texts[1]`` the other-language captions.
     """
 
+    @float32_loss
     def forward(self, audio: Tensor, texts: Tensor | Sequence[Tensor], metric: MahalanobisMetric | None = None,
                 group_ids: Tensor | None = None) -> Tensor:
         stacked = _check_texts(audio, texts, 2)
@@ -384,3 +423,75 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
         raise ConfigError(f"bad arguments for loss {name!r} ({cls.__name__}): {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"bad value for loss {name!r} ({cls.__name__}): {exc}") from exc
+
+
+# -- the training-loss registry ----------------------------------------------------------------
+
+#: How the trainer feeds a loss: ``pair`` — ``(audio, text, metric, group_ids)``;
+#: ``text_similarity`` — also the (b, b) cosine similarity of the captions' backbone features;
+#: ``all_languages`` — ``texts`` (K, b, d) with one caption per item in every language (KCL);
+#: ``anchor_and_one`` — ``texts`` (2, b, d): the anchor language and one other drawn per item (CACL).
+LossInputs = Literal["pair", "text_similarity", "all_languages", "anchor_and_one"]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One training loss, declared once: what builds it, what it reads, what it needs.
+
+    Attributes:
+        build: settings → the loss module; settings is a mapping holding at least ``settings``.
+        settings: the training-config keys the loss reads (``eps``, ``mass``, ``margin``, …).
+        inputs: the call convention (:data:`LossInputs`).
+        min_languages: caption languages the config must name (2 for the multilingual losses).
+        description: one line for the docs and error messages.
+    """
+
+    build: Callable[[Mapping[str, Any]], nn.Module]
+    settings: tuple[str, ...] = ()
+    inputs: LossInputs = "pair"
+    min_languages: int = 0
+    description: str = ""
+
+    @property
+    def multilingual(self) -> bool:
+        return self.inputs in ("all_languages", "anchor_and_one")
+
+
+#: Every loss the trainer knows, by config name. Adding a loss: add its class above and one entry
+#: here; the config's ``loss`` choices, its validation and the trainer's call follow from it.
+TRAINING_LOSSES: dict[str, LossSpec] = {
+    "mltm": LossSpec(lambda s: MLTMLoss(eps=s["eps"]), ("eps",), description="m-LTM (entropic OT plan, KL)"),
+    "mltm_partial": LossSpec(lambda s: PartialMLTMLoss(eps=s["eps"], mass=s["mass"]), ("eps", "mass"),
+                             description="m-LTM with partial OT (mass s)"),
+    "infonce": LossSpec(lambda s: InfoNCELoss(), description="symmetric InfoNCE"),
+    "triplet": LossSpec(lambda s: TripletLoss(margin=s["margin"]), ("margin",), description="VSE++ triplet"),
+    "softlabel": LossSpec(lambda s: SoftLabelContrastiveLoss(target_temperature=s["target_temperature"]),
+                          ("target_temperature",), inputs="text_similarity",
+                          description="contrastive with caption-similarity soft targets"),
+    "kcl": LossSpec(lambda s: KCLLoss(base="infonce"), inputs="all_languages", min_languages=2,
+                    description="multilingual 1-to-K InfoNCE"),
+    "kcl_mltm": LossSpec(lambda s: KCLLoss(base="mltm", eps=s["eps"]), ("eps",), inputs="all_languages",
+                         min_languages=2, description="multilingual 1-to-K m-LTM"),
+    "cacl": LossSpec(lambda s: CACLLoss(base="infonce"), inputs="anchor_and_one", min_languages=2,
+                     description="multilingual co-anchor InfoNCE"),
+    "cacl_mltm": LossSpec(lambda s: CACLLoss(base="mltm", eps=s["eps"]), ("eps",), inputs="anchor_and_one",
+                          min_languages=2, description="multilingual co-anchor m-LTM"),
+}
+
+
+def build_training_loss(name: str, settings: Mapping[str, Any]) -> nn.Module:
+    """The loss registered in :data:`TRAINING_LOSSES` as ``name``, built from ``settings``.
+
+    Raises:
+        ConfigError: an unknown name, a missing setting or a value the loss rejects.
+    """
+    if name not in TRAINING_LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; valid choices: {', '.join(TRAINING_LOSSES)}")
+    spec = TRAINING_LOSSES[name]
+    missing = [k for k in spec.settings if k not in settings]
+    if missing:
+        raise ConfigError(f"loss {name!r} needs the setting(s) {', '.join(missing)}")
+    try:
+        return spec.build(settings)
+    except ValueError as exc:
+        raise ConfigError(f"bad value for loss {name!r}: {exc}") from exc

@@ -27,15 +27,21 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from atr_demo.config import ConfigModel, Metric, ModelConfig
 from atr_demo.errors import ConfigError
+from atr_demo.losses import TRAINING_LOSSES
 from atr_demo.model import BUILTIN_MODELS
 from atr_demo.zeroshot import ESC50_CLASSES
 
 from training.datasets import FORMATS
 
-Loss = Literal["mltm", "mltm_partial", "infonce", "triplet", "softlabel", "kcl", "kcl_mltm", "cacl", "cacl_mltm"]
+#: The loss names, from the one registry :data:`atr_demo.losses.TRAINING_LOSSES`.
+Loss = Literal[tuple(TRAINING_LOSSES)]  # type: ignore[valid-type]
 LOSSES: tuple[str, ...] = get_args(Loss)
 #: Losses that train on captions in several languages (``languages`` must name at least two).
-MULTILINGUAL_LOSSES = ("kcl", "kcl_mltm", "cacl", "cacl_mltm")
+MULTILINGUAL_LOSSES = tuple(name for name, spec in TRAINING_LOSSES.items() if spec.min_languages >= 2)
+Amp = Literal["none", "bf16", "fp16"]
+DistBackend = Literal["auto", "nccl", "gloo"]
+#: Optimiser parameter groups (:data:`training.optim.GROUPS`).
+ParamGroupName = Literal["audio_backbone", "text_backbone", "heads", "metric", "loss"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["constant", "cosine"]
 Device = Literal["cpu", "cuda", "auto"]
@@ -46,6 +52,15 @@ DEVICES: tuple[str, ...] = get_args(Device)
 BATCHING: tuple[str, ...] = get_args(Batching)
 #: Fields that may be written as one name instead of a list of names (``data: corpus/``).
 _NAME_LISTS = ("data", "languages", "exclude_classes", "only_packages", "exclude_packages")
+
+
+class ParamGroupConfig(ConfigModel):
+    """Learning rate and weight decay of one parameter group (unset: the run's ``lr`` / ``weight_decay``)."""
+
+    config_name: ClassVar[str] = "param_groups entry"
+
+    lr: float | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
 
 
 class TrainConfig(ConfigModel):
@@ -80,7 +95,26 @@ class TrainConfig(ConfigModel):
         optimizer: ``adam`` | ``adamw`` | ``sgd`` (momentum 0.9); lr > 0, weight_decay >= 0.
         schedule: ``constant`` | ``cosine`` (to 0 at the end), after ``warmup_steps`` linear warm-up.
         epochs (at least 1), seed.
-        device: ``cpu`` | ``cuda`` | ``auto``; amp: bf16/fp16 autocast on a GPU only.
+        device: ``cpu`` | ``cuda`` | ``auto``.
+        amp: ``none`` | ``bf16`` | ``fp16`` autocast of the backbones and heads on a GPU (fp16 with a
+            GradScaler); the losses and OT solvers always run in float32. ``true``/``false`` read as
+            ``bf16``/``none``.
+        compile: ``torch.compile`` the backbones.
+        param_groups: per group (``audio_backbone``, ``text_backbone``, ``heads``, ``metric``,
+            ``loss``) ``{lr, weight_decay}``; unset values use ``lr`` / ``weight_decay``. Biases and
+            norms get no weight decay unless ``decay_bias_and_norm``.
+        layer_decay: layer-wise learning-rate decay γ ∈ (0, 1] of the backbones (1: off).
+        grad_clip: clip the global gradient norm to this value (0: off).
+        grad_cache_chunk: embed the batch this many items at a time (gradient cache,
+            :mod:`training.gradcache`; 0: off): one plan over the whole batch at one chunk's memory.
+        dist_backend: ``auto`` (NCCL on CUDA, gloo on CPU) | ``nccl`` | ``gloo`` under torchrun;
+            ``batch_size`` is then the global batch (divisible by the world size).
+        dist_timeout_s: seconds a collective waits for the other ranks (a dead rank fails the run).
+        log_every_steps: write a step record (loss, learning rates, OT marginal error and
+            iterations, samples/s) every N steps to ``log.jsonl`` (0: epoch records only).
+        tensorboard: also write the step and epoch records as TensorBoard scalars (``out/tb``).
+        checkpoint_every_steps: also write ``last/`` every N steps (with the position in the
+            epoch, so ``--resume`` continues mid-epoch; 0: once per epoch).
         use_cached_features: train heads + metric on cached frozen backbone features
             (``features_cache``); otherwise run the backbones each step (fine-tuning where trainable).
         mixtures: two-clip mixtures added to the training set (per epoch when not cached;
@@ -125,7 +159,18 @@ class TrainConfig(ConfigModel):
     epochs: int = Field(default=20, ge=1)
     seed: int = 0
     device: Device = "auto"
-    amp: bool = False
+    amp: Amp | bool = "none"
+    compile: bool = False
+    param_groups: dict[ParamGroupName, ParamGroupConfig] = Field(default_factory=dict)
+    layer_decay: float = Field(default=1.0, gt=0, le=1)
+    decay_bias_and_norm: bool = False
+    grad_clip: float = Field(default=0.0, ge=0)
+    grad_cache_chunk: int = Field(default=0, ge=0)
+    dist_backend: DistBackend = "auto"
+    dist_timeout_s: float = Field(default=600.0, gt=0)
+    log_every_steps: int = Field(default=0, ge=0)
+    tensorboard: bool = False
+    checkpoint_every_steps: int = Field(default=0, ge=0)
     use_cached_features: bool = True
     features_cache: str | None = None
     feature_batch_size: int = Field(default=16, gt=0)
@@ -146,6 +191,13 @@ class TrainConfig(ConfigModel):
     @classmethod
     def _one_name_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_choice(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value in get_args(Amp):
+            return value
+        raise ValueError(f"use none, bf16 or fp16 (true/false: bf16/none), got {value!r}")
 
     @field_validator("data")
     @classmethod
@@ -192,7 +244,8 @@ class TrainConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _settings_fit_together(self) -> Self:
-        if self.loss in MULTILINGUAL_LOSSES and len(self.languages) < 2:
+        needed = TRAINING_LOSSES[self.loss].min_languages
+        if needed and len(self.languages) < needed:
             raise ValueError(
                 f"loss {self.loss!r} is multilingual: set languages to at least two caption languages, "
                 f"e.g. languages: [en, fr, de] (manifest columns caption_fr, caption_de)"
@@ -200,10 +253,28 @@ class TrainConfig(ConfigModel):
         if self.cv_folds != 0 and not (self.cv_folds >= 3 and 0 <= self.cv_fold < self.cv_folds):
             raise ValueError(f"cv_folds must be 0 (off) or >= 3 with 0 <= cv_fold < cv_folds, "
                              f"got {self.cv_folds} / {self.cv_fold}")
+        if self.use_cached_features and isinstance(self.model, (dict, ModelConfig)):
+            model = self.model.to_dict() if isinstance(self.model, ModelConfig) else self.model
+            for tower in ("audio", "text"):
+                spec = model.get(tower)
+                # the tiny test towers are trainable by construction (built-in `tiny`): frozen silently
+                if isinstance(spec, dict) and spec.get("trainable") is True \
+                        and not str(spec.get("kind", "")).startswith("tiny_"):
+                    raise ValueError(
+                        f"model.{tower}.trainable is true but use_cached_features is true (cached features "
+                        f"come from frozen backbones): set use_cached_features: false to fine-tune the "
+                        f"{tower} backbone, or model.{tower}.trainable: false to train the heads on the cache")
         if self.languages and self.mixtures:
             raise ValueError("mixtures compose English captions only: "
                              "set mixtures: 0 for multilingual data (languages)")
         return self
+
+    @property
+    def amp_mode(self) -> str:
+        """``amp`` as ``none`` | ``bf16`` | ``fp16`` (the former ``amp: true`` meant bf16 autocast)."""
+        if isinstance(self.amp, bool):
+            return "bf16" if self.amp else "none"
+        return self.amp
 
     def run_model_config(self) -> ModelConfig:
         """The ModelConfig of the run, with loss / metric / ε / s of this config copied in."""
