@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ __all__ = [
     "MIN_SAMPLE_RATE",
     "SUPPORTED_FORMATS",
     "check_audio_format",
+    "audio_duration",
     "decode_audio",
+    "decode_window",
 ]
 
 #: Smallest and largest accepted input sample rate (Hz).
@@ -355,3 +358,171 @@ def _decode_stream(
     except av.error.FFmpegError as exc:  # the demuxer stops at damaged or missing data
         return chunks, rate, damaged, getattr(exc, "strerror", None) or str(exc)
     return chunks, rate, damaged, None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading part of a file (training input pipelines: crops and the first max_duration_s seconds)
+# --------------------------------------------------------------------------------------------
+
+
+def audio_duration(path: str | Path) -> float | None:
+    """Seconds of audio in a file from its header, without decoding: exact for the formats
+    libsndfile reads (wav, aiff, flac, ogg/vorbis), FFmpeg's estimate otherwise, ``None`` when the
+    header does not say.
+
+    Raises:
+        AudioDecodeError: missing, unreadable or non-audio file.
+    """
+    path = Path(path).expanduser()
+    what = f"audio file {str(path)!r}"
+    head = _read_head(path, what)
+    if _libsndfile_is_faster(head):
+        try:
+            info = sf.info(str(path))
+            return info.frames / info.samplerate if info.samplerate else None
+        except (sf.LibsndfileError, RuntimeError):
+            pass
+    try:
+        container = av.open(f"file:{path}", mode="r", container_options={"format_whitelist": _DEMUXERS})
+    except (av.error.FFmpegError, OSError) as exc:
+        raise _unreadable(what, head, exc) from exc
+    with container:
+        stream = container.streams.best("audio")
+        return None if stream is None else _header_seconds(container, stream)
+
+
+def decode_window(path: str | Path, start_s: float = 0.0, duration_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode ``[start_s, start_s + duration_s)`` of a file (to its end when ``duration_s`` is None),
+    reading no more of it than that window needs.
+
+    libsndfile formats seek to the exact frame ``round(start_s · rate)`` and read
+    ``round(duration_s · rate)`` frames, so the samples equal those of :func:`decode_audio` sliced
+    the same way. Other formats seek to the nearest earlier packet and drop the samples before
+    ``start_s`` by their timestamps (sample-exact from the file's start; after a seek, as exact as
+    the container's timestamps). A window past the end gives the part that exists (possibly
+    fewer samples than asked).
+
+    Returns:
+        ``(samples, rate)`` as :func:`decode_audio`: float32 (frames, channels), rate in Hz.
+
+    Raises:
+        AudioDecodeError, EmptyAudioError, InvalidAudioError as :func:`decode_audio`; EmptyAudioError
+        also when the window starts past the end of the audio.
+    """
+    if start_s < 0 or (duration_s is not None and duration_s <= 0):
+        raise ValueError(f"decode_window needs start_s >= 0 and duration_s > 0, got {start_s}, {duration_s}")
+    path = Path(path).expanduser()
+    what = f"audio file {str(path)!r}"
+    head = _read_head(path, what)
+    decoded = _window_with_soundfile(path, what, start_s, duration_s) if _libsndfile_is_faster(head) else None
+    if decoded is None:
+        decoded = _window_with_pyav(path, head, what, start_s, duration_s)
+    samples, rate = decoded
+    if samples.shape[0] == 0:
+        raise EmptyAudioError(
+            f"{what} holds no samples from {start_s:.2f} s on (an empty recording, a segment past its end, "
+            "or a file cut off early); check the segment or re-export the file"
+        )
+    if not np.isfinite(samples).all():
+        raise InvalidAudioError(f"{what} contains NaN or infinite samples; re-export it")
+    return samples, rate
+
+
+def _window_with_soundfile(
+    path: Path, what: str, start_s: float, duration_s: float | None
+) -> tuple[np.ndarray, int] | None:
+    """Seek and read a window with libsndfile; None when libsndfile cannot (PyAV then tries)."""
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            rate, frames = handle.samplerate, handle.frames
+            check_audio_format(handle.channels, rate, frames, None, what)
+            start = min(int(round(start_s * rate)), frames)
+            count = frames - start if duration_s is None else min(int(round(duration_s * rate)), frames - start)
+            if start:
+                handle.seek(start)
+            return handle.read(count, dtype="float32", always_2d=True), int(rate)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        logger.debug("libsndfile cannot read a window of %s (%s); decoding with FFmpeg", what, exc)
+        return None
+
+
+#: Seconds decoded (and dropped) before a window's start after a seek: codecs with a bit
+#: reservoir or overlapped transforms (MP3, AAC) decode the first frames after a seek wrongly
+#: (an MP3 seek straight to the window garbles its first ~400 samples, measured).
+_SEEK_PREROLL_S = 0.25
+
+
+class _NoTimestamp(Exception):
+    """A decoded frame after a seek carries no timestamp, so it cannot be placed."""
+
+
+def _placed_blocks(
+    container: av.container.InputContainer, stream: av.AudioStream, what: str, origin: float | None
+) -> Iterator[tuple[int, np.ndarray, int]]:
+    """``(position, block, rate)`` for every decoded frame: ``position`` counts samples from the
+    decoding start (``origin`` None) or comes from the frame's timestamp minus ``origin`` seconds."""
+    counted, rate = 0, 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:  # a damaged packet: skip it, as decode_audio does
+            continue
+        for frame in frames:
+            block = _frame_samples(frame)
+            if not rate:
+                rate = int(frame.sample_rate)
+                check_audio_format(block.shape[1], rate, 0, None, what)
+            if origin is not None:
+                if frame.pts is None or frame.time_base is None:
+                    raise _NoTimestamp
+                counted = int(round((float(frame.pts * frame.time_base) - origin) * rate))
+            yield counted, block, rate
+            counted += block.shape[0]
+
+
+def _window_with_pyav(
+    path: Path, head: bytes, what: str, start_s: float, duration_s: float | None, seek: bool = True
+) -> tuple[np.ndarray, int]:
+    """Decode a window with FFmpeg. From the file's start, samples are counted as
+    :func:`decode_audio` counts them; past 0 the demuxer seeks to the packet before
+    ``start_s − 0.25 s`` (the pre-roll that codecs with a bit reservoir need) and frames are placed by their timestamps (relative to the stream's start time). A stream
+    without timestamps is decoded from its start instead."""
+    try:
+        container = av.open(f"file:{path}", mode="r", container_options={"format_whitelist": _DEMUXERS})
+    except (av.error.FFmpegError, OSError) as exc:
+        raise _unreadable(what, head, exc) from exc
+    chunks: list[np.ndarray] = []
+    rate, kept = 0, 0
+    with container:
+        stream = container.streams.best("audio")
+        if stream is None:
+            raise AudioDecodeError(
+                f"{what} is not readable audio: it holds no audio stream; give a recording that has sound"
+            )
+        origin = None
+        if seek and start_s > 0 and stream.time_base is not None:
+            try:
+                target = max(0.0, start_s - _SEEK_PREROLL_S)
+                container.seek(int(target / stream.time_base), stream=stream, backward=True)
+                origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            except av.error.FFmpegError:
+                logger.debug("%s cannot seek; decoding from its start", what)
+        try:
+            for position, block, rate in _placed_blocks(container, stream, what, origin):
+                first = int(round(start_s * rate))
+                want = None if duration_s is None else int(round(duration_s * rate))
+                lo = max(0, first - position)
+                if lo < block.shape[0]:
+                    part = block[lo:] if want is None else block[lo : lo + want - kept]
+                    chunks.append(part)
+                    kept += part.shape[0]
+                if want is not None and kept >= want:
+                    break
+        except _NoTimestamp:
+            return _window_with_pyav(path, head, what, start_s, duration_s, seek=False)
+        except av.error.FFmpegError as exc:
+            logger.warning("%s stopped decoding early (%s); using the part that decodes", what,
+                           getattr(exc, "strerror", None) or exc)
+    if not chunks:
+        return np.zeros((0, 1), dtype=np.float32), rate
+    return np.concatenate(chunks), rate

@@ -46,6 +46,8 @@ Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["constant", "cosine"]
 Device = Literal["cpu", "cuda", "auto"]
 Batching = Literal["group", "ids", "none"]
+CaptionsPerEpoch = Literal["one", "all"]
+TrainCrop = Literal["head", "random"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 DEVICES: tuple[str, ...] = get_args(Device)
@@ -117,6 +119,19 @@ class TrainConfig(ConfigModel):
             epoch, so ``--resume`` continues mid-epoch; 0: once per epoch).
         use_cached_features: train heads + metric on cached frozen backbone features
             (``features_cache``); otherwise run the backbones each step (fine-tuning where trainable).
+        captions_per_epoch: ``one`` (one caption per clip per epoch, drawn with the seed) | ``all``
+            (every caption is a training pair each epoch: Clotho's 5 captions are 5 pairs).
+        num_workers, persistent_workers, prefetch_factor, pin_memory: the DataLoader that decodes
+            raw audio (:mod:`training.pipeline`; 0 workers: in the main process; pinned memory and
+            non-blocking copies on CUDA only). Results do not depend on them.
+        train_crop: ``head`` (the first ``max_duration_s`` seconds of a clip) | ``random`` (a random
+            ``max_duration_s`` window of a longer clip, seeded by (seed, epoch, pair)); raw audio only.
+        mixup_alpha: waveform mixup within a batch with λ = max(u, 1 − u), u ~ Beta(α, α), caption
+            of the dominant clip (0: off); raw audio only.
+        spec_augment, spec_masks, spec_freq_width, spec_time_width: SpecAugment on the log-mel
+            front-end's output during training: ``spec_masks`` frequency masks of up to
+            ``spec_freq_width`` mel bands and as many time masks of up to ``spec_time_width``
+            frames; raw audio and a log-mel backbone (aisfx, tiny_audio) only.
         mixtures: two-clip mixtures added to the training set (per epoch when not cached;
             a fixed pool drawn with ``mixture_seed`` from the whole training split when cached,
             so that runs with other seeds or package filters reuse the cached mixture features).
@@ -174,6 +189,17 @@ class TrainConfig(ConfigModel):
     use_cached_features: bool = True
     features_cache: str | None = None
     feature_batch_size: int = Field(default=16, gt=0)
+    captions_per_epoch: CaptionsPerEpoch = "one"
+    num_workers: int = Field(default=0, ge=0)
+    persistent_workers: bool = True
+    prefetch_factor: int = Field(default=2, ge=1)
+    pin_memory: bool = True
+    train_crop: TrainCrop = "head"
+    mixup_alpha: float = Field(default=0.0, ge=0)
+    spec_augment: bool = False
+    spec_masks: int = Field(default=2, ge=1)
+    spec_freq_width: int = Field(default=12, ge=1)
+    spec_time_width: int = Field(default=20, ge=1)
     mixtures: int = Field(default=0, ge=0)
     mixture_seed: int = 0
     noise_fraction: float = Field(default=0.0, ge=0, le=1)
@@ -264,6 +290,12 @@ class TrainConfig(ConfigModel):
                         f"model.{tower}.trainable is true but use_cached_features is true (cached features "
                         f"come from frozen backbones): set use_cached_features: false to fine-tune the "
                         f"{tower} backbone, or model.{tower}.trainable: false to train the heads on the cache")
+        raw_only = [name for name, on in (("train_crop: random", self.train_crop == "random"),
+                                          ("mixup_alpha > 0", self.mixup_alpha > 0),
+                                          ("spec_augment", self.spec_augment)) if on]
+        if self.use_cached_features and raw_only:
+            raise ValueError(f"{', '.join(raw_only)} augment(s) the audio, which cached features cannot: "
+                             "set use_cached_features: false")
         if self.languages and self.mixtures:
             raise ValueError("mixtures compose English captions only: "
                              "set mixtures: 0 for multilingual data (languages)")

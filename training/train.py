@@ -48,30 +48,41 @@ from atr_demo.losses import build_loss
 from atr_demo.model import ATRModel, create_model
 
 from training.augment import make_mixtures
-from training.batching import caption_groups, caption_key, group_batches
+from training.batching import caption_groups
 from training.config import TrainConfig, load_train_config
-from training.datasets import Clip, language_captions, load_clip_audio
+from training.datasets import Clip, language_captions
 from training.features import audio_features, text_features
+from training.pipeline import (
+    Batch,
+    ClipLoader,
+    EpochBatchSampler,
+    PairLoader,
+    check_pipeline_options,
+    compose_epoch,
+    epoch_rng,
+    language_keys,
+    load_clip_window,
+    seed_of,
+    spec_augmented,
+)
 from training.prepare import caption_texts, clip_captions, prepare_data
 
 logger = logging.getLogger(__name__)
 
 #: Keys of the training config that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "progress", "device", "features_cache", "feature_batch_size")
+RESUMABLE_CHANGES = ("epochs", "progress", "device", "features_cache", "feature_batch_size",
+                     "num_workers", "persistent_workers", "prefetch_factor", "pin_memory")
+__all__ = ["epoch_rng", "language_keys"]  # re-exported from training.pipeline
 
 
 # -- data and features -----------------------------------------------------------------------
 
-def epoch_rng(seed: int, epoch: int, purpose: str) -> random.Random:
-    """A random source that depends only on (seed, epoch, purpose)."""
-    return random.Random(f"{seed}:{epoch}:{purpose}")
-
-
 class FeatureSource:
     """Backbone features of clips and captions: cached (frozen) or computed each step.
 
-    ``audio(clips)`` → (b, D_audio) and ``text(captions)`` → (b, D_text); with cached features
-    they are looked up, otherwise the backbones run (with gradients when trainable).
+    ``audio(clips, waves)`` → (b, D_audio) and ``text(captions)`` → (b, D_text); with cached
+    features they are looked up, otherwise the backbones run (with gradients when trainable) on
+    the waves the input pipeline decoded (or, without them, on waves decoded here).
     """
 
     def __init__(self, model: ATRModel, config: TrainConfig, clips: Sequence[Clip], device: torch.device) -> None:
@@ -79,6 +90,7 @@ class FeatureSource:
         self.cached = config.use_cached_features
         self.audio_rows: dict[str, int] = {}
         self.text_rows: dict[str, int] = {}
+        self._eval_loader: tuple[tuple[Any, ...], ClipLoader] | None = None
         if self.cached:
             feats, ok = audio_features(model, clips, config.features_cache, config.feature_batch_size,
                                        config.max_duration_s, progress=config.progress)
@@ -92,11 +104,27 @@ class FeatureSource:
         """The clips whose audio could be decoded (all, when not cached)."""
         return [c for c in clips if c.clip_id in self.audio_rows] if self.cached else list(clips)
 
-    def audio(self, clips: Sequence[Clip]) -> torch.Tensor:
+    def audio(self, clips: Sequence[Clip], waves: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         if self.cached:
             return self.audio_table[[self.audio_rows[c.clip_id] for c in clips]]
-        waves = [load_clip_audio(c, self.model.sample_rate, self.config.max_duration_s) for c in clips]
+        if waves is None:
+            waves = [load_clip_window(c, self.model.sample_rate, self.config.max_duration_s) for c in clips]
         return self.model.audio_features(waves)
+
+    def audio_batches(self, clips: Sequence[Clip], batch_size: int) -> Iterator[tuple[list[Clip], torch.Tensor]]:
+        """(clips, features) of ``clips`` in order, ``batch_size`` at a time; raw audio is decoded
+        by the run's DataLoader workers (the first ``max_duration_s`` seconds of each clip, which
+        the audio backbone chunks as the library does when it embeds a clip)."""
+        if self.cached:
+            for start in range(0, len(clips), batch_size):
+                chunk = list(clips[start : start + batch_size])
+                yield chunk, self.audio(chunk)
+            return
+        key = (batch_size, tuple(c.clip_id for c in clips))
+        if self._eval_loader is None or self._eval_loader[0] != key:
+            self._eval_loader = (key, ClipLoader(clips, batch_size, self.config, self.model.sample_rate, self.device))
+        for batch in self._eval_loader[1]:
+            yield batch.clips, self.audio(batch.clips, batch.waves)
 
     def text(self, captions: Sequence[str]) -> torch.Tensor:
         if self.cached:
@@ -289,14 +317,15 @@ def validate(model: ATRModel, source: FeatureSource, clips: Sequence[Clip], batc
     was_training = model.training
     model.eval()
     audio, text, text_to_audio = [], [], []
+    start = 0
     with torch.no_grad():
-        for start in range(0, len(clips), batch_size):
-            chunk = clips[start : start + batch_size]
-            audio.append(model.project_audio(source.audio(chunk).float()).float().cpu())
+        for chunk, feats in source.audio_batches(clips, batch_size):
+            audio.append(model.project_audio(feats.float()).float().cpu())
             per_clip = [clip_captions(c, languages) for c in chunk]
             caps = [t for cs in per_clip for t in cs]
             text.append(model.project_text(source.text(caps).float()).float().cpu())
             text_to_audio += [start + j for j, cs in enumerate(per_clip) for _ in cs]
+            start += len(chunk)
     model.train(was_training)
     a, t = torch.cat(audio), torch.cat(text)
     return flat_metrics(retrieval_metrics(t @ a.T, torch.tensor(text_to_audio)))
@@ -305,23 +334,9 @@ def validate(model: ATRModel, source: FeatureSource, clips: Sequence[Clip], batc
 # -- the loop --------------------------------------------------------------------------------
 
 def epoch_batches(clips: Sequence[Clip], config: TrainConfig, epoch: int) -> list[tuple[list[Clip], list[str]]]:
-    """This epoch's batches: (clips, one chosen caption each), a function of (seed, epoch)."""
-    rng = epoch_rng(config.seed, epoch, "batches")
-    anchor = config.languages[0] if config.languages else None
-    captions = [rng.choice(language_captions(c, anchor) if anchor else c.captions) for c in clips]
-    if config.batching == "group":
-        keys = [{"grp:" + c.group, caption_key(t)} | language_keys(c, config.languages)
-                for c, t in zip(clips, captions, strict=True)]
-    else:
-        keys = [{f"item:{i}"} for i in range(len(clips))]
-    batches = group_batches(keys, config.batch_size, rng)
-    return [([clips[i] for i in b], [captions[i] for i in b]) for b in batches]
-
-
-def language_keys(clip: Clip, languages: Sequence[str]) -> set[str]:
-    """:func:`caption_key` of a clip's captions in every language, so that two clips sharing a
-    caption in any language ("A duck." / "A drake." are both "Un canard.") never share a batch."""
-    return {caption_key(t) for lang in languages for t in language_captions(clip, lang)}
+    """This epoch's batches: (clips, their captions), a function of (seed, epoch)
+    (:func:`training.pipeline.compose_epoch`)."""
+    return [([c for c, _ in b], [t for _, t in b]) for b in compose_epoch(clips, config, epoch)]
 
 
 def language_batch(clips: Sequence[Clip], config: TrainConfig, rng: random.Random, cacl: bool) -> list[list[str]]:
@@ -338,10 +353,12 @@ def language_batch(clips: Sequence[Clip], config: TrainConfig, rng: random.Rando
 
 def compute_loss(loss_fn: nn.Module, model: ATRModel, source: FeatureSource, config: TrainConfig,
                  batch_clips: Sequence[Clip], captions: Sequence[str], group_ids: torch.Tensor | None,
-                 rng: random.Random, use_amp: bool, device: torch.device) -> torch.Tensor:
-    """One batch's loss under the call convention of ``loss_fn`` (see :mod:`atr_demo.losses`)."""
+                 rng: random.Random, use_amp: bool, device: torch.device,
+                 waves: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """One batch's loss under the call convention of ``loss_fn`` (see :mod:`atr_demo.losses`);
+    ``waves``: the batch's decoded audio (raw-audio training)."""
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-        a = model.project_audio(source.audio(batch_clips))
+        a = model.project_audio(source.audio(batch_clips, waves))
         text_feats = source.text(captions)
         t = model.project_text(text_feats)
         extra = []
@@ -349,11 +366,78 @@ def compute_loss(loss_fn: nn.Module, model: ATRModel, source: FeatureSource, con
             extra = [model.project_text(source.text(caps))
                      for caps in language_batch(batch_clips, config, rng, cacl=config.loss.startswith("cacl"))]
     if extra:
-        return loss_fn(a.float(), torch.stack([t.float()] + [e.float() for e in extra]), model.metric, group_ids=group_ids)
+        texts = torch.stack([t.float()] + [e.float() for e in extra])
+        return loss_fn(a.float(), texts, model.metric, group_ids=group_ids)
     if getattr(loss_fn, "needs_text_similarity", False):
         unit = F.normalize(text_feats.detach().float(), dim=-1)
         return loss_fn(a.float(), t.float(), model.metric, group_ids=group_ids, text_similarity=unit @ unit.T)
     return loss_fn(a.float(), t.float(), model.metric, group_ids=group_ids)
+
+
+def freeze_backbones(model_config: Any) -> None:
+    """Cached features come from frozen backbones: set ``trainable`` false on both towers."""
+    for tower in (model_config.audio, model_config.text):
+        if tower.trainable:
+            logger.info("cached features: the %s backbone is frozen (trainable=false)", tower.kind)
+            tower.trainable = False
+
+
+def set_train_mode(model: ATRModel, model_config: Any) -> None:
+    """Training mode, except for frozen towers (they keep dropout and batch-norm statistics fixed)."""
+    model.train()
+    for tower, cfg in ((model.audio_backbone, model_config.audio), (model.text_backbone, model_config.text)):
+        if not cfg.trainable:
+            tower.eval()
+
+
+def train_step(loss_fn: nn.Module, model: ATRModel, source: FeatureSource, config: TrainConfig,
+               optimizer: torch.optim.Optimizer, batch: Batch, language_rng: random.Random, use_amp: bool,
+               device: torch.device) -> float:
+    """One optimiser step on ``batch`` (then the PSD projection of a learned metric); the loss."""
+    group_ids = None
+    if config.batching == "ids":
+        group_ids = torch.tensor(caption_groups(batch.captions, [c.group for c in batch.clips]), device=device)
+    with spec_augmented(model.audio_backbone, config, seed_of(config.seed, batch.epoch, batch.index, "specaugment")):
+        loss = compute_loss(loss_fn, model, source, config, batch.clips, batch.captions, group_ids, language_rng,
+                            use_amp, device, batch.waves)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if model.config.metric == "mahalanobis":
+        model.metric.project_psd_()
+    return float(loss.detach())
+
+
+def restore_checkpoint(out: Path, config: TrainConfig, model: ATRModel, optimizer: torch.optim.Optimizer,
+                       loss_fn: nn.Module) -> tuple[int, int, float]:
+    """Load ``out/last`` (weights, optimiser, loss state, RNG states) for ``--resume``, trim
+    ``log.jsonl`` to its epochs; return (first epoch to run, step, best score).
+
+    A config key the checkpoint's ``train_config.json`` lacks (written before the key existed)
+    counts as that key's default.
+    """
+    last = find_last(out)
+    if last is None:
+        raise ConfigError(f"--resume: no complete checkpoint in {out / 'last'}")
+    saved = json.loads((last / "train_config.json").read_text(encoding="utf-8"))
+    defaults = {k: f.default for k, f in TrainConfig.model_fields.items() if not f.is_required()}
+    changed = sorted(k for k, v in config.to_dict().items()
+                     if saved.get(k, defaults.get(k)) != v and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ConfigError(f"--resume: the config differs from the checkpoint's in: {', '.join(changed)}")
+    model.load_checkpoint_state_dict(load_file(str(last / "model.safetensors")), source=str(last))
+    state = json.loads((last / "trainer_state.json").read_text(encoding="utf-8"))
+    tensors = load_file(str(last / "optimizer.safetensors"))
+    optimizer.load_state_dict(unflatten_state(state["optimizer"], tensors))
+    loss_fn.load_state_dict(unflatten_state(state["loss"], tensors))
+    set_rng_state(state["rng"], tensors)
+    log_path = out / "log.jsonl"
+    if log_path.is_file():
+        kept = [line for line in log_path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["epoch"] <= state["epoch"]]
+        log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    logger.info("resumed from %s at epoch %d (step %d)", last, state["epoch"] + 1, state["step"])
+    return state["epoch"] + 1, state["step"], state["best"]
 
 
 def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | None = None) -> Path:
@@ -368,12 +452,10 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
     device = resolve_device(config.device)
     model_config = config.run_model_config()
     if config.use_cached_features:
-        for tower in (model_config.audio, model_config.text):
-            if tower.trainable:
-                logger.info("cached features: the %s backbone is frozen (trainable=false)", tower.kind)
-                tower.trainable = False
+        freeze_backbones(model_config)
     torch.manual_seed(config.seed)
     model = create_model(model_config, seed=config.seed).to(device)
+    check_pipeline_options(config, model)
     data = prepare_data(config)
     if data.noisy:
         logger.info("caption noise: %d of %d training pairs mismatched", len(data.noisy), len(data.train))
@@ -384,34 +466,25 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
     loss_fn = make_loss(config).to(device)
     params = [p for p in model.parameters() if p.requires_grad] + [p for p in loss_fn.parameters() if p.requires_grad]
     optimizer = build_optimizer(config, params)
-    learn_metric = model_config.metric == "mahalanobis"
 
     start_epoch, step, best = 1, 0, -math.inf
     log_path = out / "log.jsonl"
     if resume:
-        last = find_last(out)
-        if last is None:
-            raise ConfigError(f"--resume: no complete checkpoint in {out / 'last'}")
-        saved = json.loads((last / "train_config.json").read_text(encoding="utf-8"))
-        changed = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v and k not in RESUMABLE_CHANGES)
-        if changed:
-            raise ConfigError(f"--resume: the config differs from the checkpoint's in: {', '.join(changed)}")
-        model.load_checkpoint_state_dict(load_file(str(last / "model.safetensors")), source=str(last))
-        state = json.loads((last / "trainer_state.json").read_text(encoding="utf-8"))
-        tensors = load_file(str(last / "optimizer.safetensors"))
-        optimizer.load_state_dict(unflatten_state(state["optimizer"], tensors))
-        loss_fn.load_state_dict(unflatten_state(state["loss"], tensors))
-        set_rng_state(state["rng"], tensors)
-        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
-        if log_path.is_file():
-            kept = [line for line in log_path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["epoch"] <= state["epoch"]]
-            log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        logger.info("resumed from %s at epoch %d (step %d)", last, start_epoch, step)
+        start_epoch, step, best = restore_checkpoint(out, config, model, optimizer, loss_fn)
     elif log_path.exists():
         log_path.unlink()
 
-    steps_per_epoch = len(epoch_batches(train_clips, config, 1)) + (1 if config.mixtures and not config.use_cached_features else 0)
+    mixing = config.mixtures and not config.use_cached_features
+
+    def epoch_clips(epoch: int) -> list[Clip]:
+        """The clips of an epoch: the training clips, plus that epoch's mixtures on raw audio."""
+        if mixing:
+            return train_clips + make_mixtures(data.train, config.mixtures, seed=config.seed * 100_003 + epoch)
+        return train_clips
+
+    sampler = EpochBatchSampler(epoch_clips, config)
+    loader = PairLoader(sampler, config, model.sample_rate, device, decode=not config.use_cached_features)
+    steps_per_epoch = len(epoch_batches(train_clips, config, 1)) + (1 if mixing else 0)
     total_steps = max(1, steps_per_epoch * config.epochs)
     use_amp = config.amp and device.type == "cuda"
     if config.amp and not use_amp:
@@ -419,33 +492,17 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
 
     for epoch in range(start_epoch, config.epochs + 1):
         began = time.time()
-        clips = train_clips
-        if config.mixtures and not config.use_cached_features:
-            clips = train_clips + make_mixtures(data.train, config.mixtures, seed=config.seed * 100_003 + epoch)
-        model.train()
-        for tower, cfg in ((model.audio_backbone, model_config.audio), (model.text_backbone, model_config.text)):
-            if not cfg.trainable:
-                tower.eval()  # frozen towers keep dropout and batch-norm statistics fixed
+        set_train_mode(model, model_config)
         losses = []
-        batches = epoch_batches(clips, config, epoch)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not config.progress, leave=False)
+        bar = tqdm(loader.epoch(epoch), total=len(sampler.batches(epoch)), desc=f"epoch {epoch}/{config.epochs}",
+                   unit="batch", disable=not config.progress, leave=False)
         language_rng = epoch_rng(config.seed, epoch, "languages")
-        for batch_clips, captions in bar:
-            lr = lr_at(config, step, total_steps)
+        for batch in bar:
             for group in optimizer.param_groups:
-                group["lr"] = lr
-            group_ids = None
-            if config.batching == "ids":
-                group_ids = torch.tensor(caption_groups(captions, [c.group for c in batch_clips]), device=device)
-            loss = compute_loss(loss_fn, model, source, config, batch_clips, captions, group_ids, language_rng,
-                                use_amp, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if learn_metric:
-                model.metric.project_psd_()
+                group["lr"] = lr_at(config, step, total_steps)
+            loss = train_step(loss_fn, model, source, config, optimizer, batch, language_rng, use_amp, device)
             step += 1
-            losses.append(float(loss.detach()))
+            losses.append(loss)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         bar.close()
         val = validate(model, source, val_clips, max(config.batch_size, 64), config.languages)
@@ -453,7 +510,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
         if config.best_metric not in val and val:
             raise ConfigError(f"best_metric {config.best_metric!r} is not a validation key; use one of {sorted(val)}")
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, "val": val,
-                  "lr": lr_at(config, max(0, step - 1), total_steps), "steps": step, "seconds": round(time.time() - began, 3)}
+                  "lr": lr_at(config, max(0, step - 1), total_steps), "steps": step,
+                  "seconds": round(time.time() - began, 3)}
         improved = score > best
         if improved:
             best = score
