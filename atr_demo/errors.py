@@ -36,9 +36,26 @@ class TextInputError(ATRError):
     """A text query is empty or otherwise unusable."""
 
 
+class LimitError(ATRError):
+    """A request is over a configured bound (files, prompts, upload size, k); the message states the bound."""
+
+
 class CheckpointError(ATRError):
     """A checkpoint is missing, malformed, or does not match its config (names the key)."""
 
 
 class ConfigError(ATRError):
     """A config file or value is malformed or unknown."""
+
+
+class DataError(ConfigError):
+    """A dataset on disk cannot be used as given: a missing CSV column, a duplicate id, an empty
+    split, an unreadable clip, or an evaluation split without the protocol's caption count."""
+
+
+class InputFileError(ConfigError):
+    """A user-given non-audio file (labels list, gallery metadata, output path) cannot be read or written."""
+
+
+class SearchIndexError(ATRError):
+    """A search index is missing, damaged, or was built by another model (says how to rebuild it)."""

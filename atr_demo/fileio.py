@@ -9,12 +9,15 @@ partial one; if writing fails the temporary file is removed and the target is le
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Collection, Iterable, Sequence
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -125,30 +128,117 @@ def atomic_replace_dir(tmp_dir: str | Path, target: str | Path) -> None:
 # -- content-addressed tensor store ----------------------------------------------------------
 
 
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory ``flock`` on ``folder`` itself (exclusive, or shared when ``shared``).
+
+    Locking the folder's own descriptor leaves no lock file behind. Writers of the stores in one
+    folder take it exclusively around read-merge-write; readers take it shared, so they never see
+    a half-finished fold of segments. The folder must exist.
+    """
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+#: Tensor names of the matrix form of a store file: keys (UTF-8, ``\n``-joined, as uint8) and rows.
+_KEYS, _ROWS = "__keys__", "__rows__"
+#: Stores with more entries than this are written in matrix form (one tensor, no per-key header).
+MATRIX_THRESHOLD = 50_000
+
+
+def _write_entries(path: Path, entries: dict[str, torch.Tensor], matrix: bool) -> None:
+    """Write ``entries`` to ``path`` atomically: one tensor per key, or (``matrix``) one stacked matrix.
+
+    The matrix form holds ``__rows__`` (n, *shape) and ``__keys__`` (the keys joined by ``\n``, UTF-8
+    bytes as uint8), so the safetensors header stays small whatever the number of keys. It needs
+    keys without ``\n`` and values of one shape; otherwise the per-key form is written.
+    """
+    from safetensors.torch import save_file
+
+    shapes = {tuple(v.shape) for v in entries.values()}
+    if matrix and len(shapes) == 1 and not any("\n" in k for k in entries):
+        keys = list(entries)
+        blob = torch.frombuffer(bytearray("\n".join(keys).encode("utf-8")) or bytearray(1), dtype=torch.uint8)
+        tensors = {_KEYS: blob.clone(), _ROWS: torch.stack([entries[k] for k in keys])}
+    else:
+        tensors = entries
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp))
+
+    atomic_write(path, write)
+
+
+def _read_entries(path: Path) -> dict[str, torch.Tensor]:
+    """The ``key → tensor`` entries of a store file in either form (see :func:`_write_entries`)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    if _ROWS in tensors and _KEYS in tensors:
+        rows = tensors[_ROWS]
+        keys = bytes(tensors[_KEYS].numpy()).decode("utf-8").split("\n") if len(rows) else []
+        if len(keys) != len(rows):
+            raise ValueError(f"{len(keys)} keys for {len(rows)} rows")
+        return dict(zip(keys, rows, strict=True))
+    return dict(tensors)
+
+
 class TensorStore:
-    """A content-addressed ``key → tensor`` store kept in one safetensors file.
+    """A content-addressed ``key → tensor`` store kept in one safetensors file, safe to share.
 
     Keys are strings (e.g. a SHA-256 of the content the tensor was computed from); values are
-    float32 CPU tensors (typically ``(D,)`` embeddings or features). The file is a plain
+    float32 CPU tensors (typically ``(D,)`` embeddings or features). Small stores are a plain
     safetensors file with one tensor per key and no metadata, so any earlier cache file of that
-    form loads. A missing file is an empty store; a damaged one is logged and treated as empty
-    (it is rebuilt, never fatal). :meth:`save` rewrites the file atomically, and only when
-    :meth:`put` changed something since the last load or save.
+    form loads; above :data:`MATRIX_THRESHOLD` entries of one shape the file holds one stacked
+    matrix instead (no 100 MB header limit, one read). A missing file is an empty store; a damaged
+    one is logged and treated as empty (it is rebuilt, never fatal).
+
+    Sharing and progress (several processes may use one store at once):
+
+    * :meth:`checkpoint` writes the entries :meth:`put` since the last checkpoint or save to a new
+      *segment* file in ``.<name>.segments/`` beside the store (cheap: only the new rows), so a long
+      job killed midway keeps everything it checkpointed. Opening a store reads the main file and
+      every segment.
+    * :meth:`save` folds: under an exclusive :func:`folder_lock` on the store's folder it re-reads
+      the main file and the segments (other writers' work), takes the union with this store's
+      entries, rewrites the main file atomically and removes the folded segments. It writes only
+      when this store changed something since it was loaded or last saved, or segments are waiting.
     """
 
     def __init__(self, path: str | Path, what: str = "tensor cache") -> None:
         """Open the store at ``path``; ``what`` names it in log messages (e.g. ``"embedding cache"``)."""
-        from safetensors.torch import load_file
-
         self.path = Path(path)
         self.what = what
         self.entries: dict[str, torch.Tensor] = {}
         self.dirty = False
-        if self.path.is_file():
+        self._pending: list[str] = []  # keys put since the last checkpoint or save
+        if self.path.parent.is_dir():
+            with folder_lock(self.path.parent, shared=True):
+                self.entries = self._read_all()
+
+    @property
+    def segment_dir(self) -> Path:
+        """The hidden folder of this store's checkpoint segments."""
+        return self.path.with_name(f".{self.path.name}.segments")
+
+    def _segments(self) -> list[Path]:
+        return sorted(self.segment_dir.glob("*.safetensors")) if self.segment_dir.is_dir() else []
+
+    def _read_all(self) -> dict[str, torch.Tensor]:
+        """Main file and segments united (call with the folder locked)."""
+        entries: dict[str, torch.Tensor] = {}
+        for path in [self.path, *self._segments()]:
+            if not path.is_file():
+                continue
             try:
-                self.entries = dict(load_file(str(self.path)))
+                entries.update(_read_entries(path))
             except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
-                logger.warning("ignoring damaged %s %s (%s)", what, self.path, exc)
+                logger.warning("ignoring damaged %s %s (%s)", self.what, path, exc)
+        return entries
 
     def __contains__(self, key: object) -> bool:
         return key in self.entries
@@ -163,21 +253,41 @@ class TensorStore:
     def put(self, key: str, value: torch.Tensor) -> None:
         """Store a detached float32 CPU copy of ``value`` under ``key`` and mark the store dirty."""
         self.entries[key] = value.detach().to("cpu", torch.float32).contiguous().clone()
+        self._pending.append(key)
         self.dirty = True
 
-    def save(self) -> None:
-        """Write the file atomically (creating its folder) if anything changed; else do nothing."""
-        from safetensors.torch import save_file
+    def checkpoint(self) -> None:
+        """Write the entries put since the last checkpoint/save to a new segment file (if any).
 
-        if not self.dirty:
+        A segment is written atomically under a unique name, so concurrent writers never collide
+        and a reader sees whole segments only.
+        """
+        keys = [k for k in dict.fromkeys(self._pending) if k in self.entries]
+        if not keys:
+            return
+        self.segment_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.safetensors"
+        _write_entries(self.segment_dir / name, {k: self.entries[k] for k in keys}, matrix=True)
+        self._pending.clear()
+
+    def save(self) -> None:
+        """Fold other writers' entries and all segments into the main file (see the class docstring)."""
+        if not self.dirty and not self._segments():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        entries = self.entries
-
-        def write(tmp: Path) -> None:
-            save_file(entries, str(tmp))
-
-        atomic_write(self.path, write)
+        with folder_lock(self.path.parent):
+            segments = self._segments()
+            on_disk = self._read_all()
+            merged = {**on_disk, **self.entries}
+            if self.dirty or segments or len(merged) != len(on_disk):
+                _write_entries(self.path, merged, matrix=len(merged) > MATRIX_THRESHOLD)
+            for segment in segments:
+                segment.unlink(missing_ok=True)
+            if segments:
+                with contextlib.suppress(OSError):
+                    self.segment_dir.rmdir()
+        self.entries = merged
+        self._pending.clear()
         self.dirty = False
 
 

@@ -1,0 +1,187 @@
+"""Searching an index: exact scoring in blocks, FAISS HNSW shortlists with exact re-ranking.
+
+Spaces. Cosine mode searches the L2-normalised embeddings ``E`` (for unit vectors
+‖q − x‖² = 2 − 2⟨q, x⟩, so L2 and cosine rank alike). Metric mode searches the rows ``E Lᵀ`` with
+``M = LᵀL`` (:func:`atr_demo.retrieval.metric_factor`), where the metric is Euclidean; when
+``M = I`` those are ``E`` itself. Transport mode scores ``softmax_j((g_j − C_qj)/ε)`` with the
+anchors' precomputed potentials ``g`` (:func:`atr_demo.retrieval.potential_scores`) over the
+whole gallery (exact) or over the shortlist of its cost space (ANN).
+
+ANN: above :data:`ANN_THRESHOLD` clips the index holds a FAISS HNSW graph per space
+(``IndexHNSWSQ``, fp16 vectors, M = :data:`HNSW_M`, efConstruction = :data:`EF_CONSTRUCTION`,
+searched with efSearch = :data:`EF_SEARCH`); a query takes ``max(candidates, k)`` candidates from it
+and re-ranks them exactly. Below the threshold every search is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from atr_demo.errors import ConfigError
+from atr_demo.index.store import IndexData
+from atr_demo.retrieval import MODES, potential_scores
+
+logger = logging.getLogger(__name__)
+
+ANN_THRESHOLD = 50_000
+HNSW_M = 32
+EF_CONSTRUCTION = 80
+EF_SEARCH = 256
+#: Candidates re-ranked exactly per query (cosine, metric) and for transport mode.
+CANDIDATES = 256
+TRANSPORT_CANDIDATES = 1024
+#: Rows scored per block in exact search (bounds the float32 working copy).
+BLOCK = 65_536
+
+
+def ann_params(n: int, threshold: int = ANN_THRESHOLD) -> dict[str, Any]:
+    """The ANN settings recorded in an index of ``n`` clips: HNSW above ``threshold``, else exact."""
+    if n < threshold:
+        return {"type": "exact", "threshold": threshold}
+    return {"type": "hnsw", "M": HNSW_M, "efConstruction": EF_CONSTRUCTION, "efSearch": EF_SEARCH,
+            "storage": "fp16", "candidates": CANDIDATES, "transport_candidates": TRANSPORT_CANDIDATES,
+            "threshold": threshold}
+
+
+def build_hnsw(vectors: np.ndarray, m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION) -> Any:
+    """A FAISS ``IndexHNSWSQ`` (fp16 storage, L2) over ``vectors`` (n, d), added in blocks."""
+    import faiss
+
+    index = faiss.IndexHNSWSQ(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16, m)
+    index.hnsw.efConstruction = ef_construction
+    index.train(np.ascontiguousarray(vectors[: min(len(vectors), 65_536)], dtype=np.float32))
+    for start in range(0, len(vectors), BLOCK):
+        index.add(np.ascontiguousarray(vectors[start : start + BLOCK], dtype=np.float32))
+    return index
+
+
+def serialize(indexes: dict[str, Any]) -> bytes:
+    """FAISS indexes by space name → one byte string (``np.savez`` of their serialisations)."""
+    import io
+
+    import faiss
+
+    buf = io.BytesIO()
+    np.savez(buf, **{name: faiss.serialize_index(ix) for name, ix in indexes.items()})
+    return buf.getvalue()
+
+
+def deserialize(blob: bytes | np.ndarray) -> dict[str, Any]:
+    """Inverse of :func:`serialize`."""
+    import io
+
+    import faiss
+
+    data = np.load(io.BytesIO(bytes(blob)))
+    return {name: faiss.deserialize_index(data[name]) for name in data.files}
+
+
+class Searcher:
+    """Top-k search of an :class:`IndexData` in the three modes, exact or through its ANN graphs.
+
+    ``factor`` is ``L`` of the model's metric (None: no metric or ``M = I``); ``has_metric`` says
+    whether the model has a ground metric at all (transport costs are then metric distances, else
+    1 − cosine); ``eps`` the model's ε.
+    """
+
+    def __init__(self, data: IndexData, factor: torch.Tensor | None, has_metric: bool, eps: float,
+                 ann: dict[str, Any] | None = None) -> None:
+        self.data = data
+        self.factor = factor
+        self.has_metric = has_metric
+        self.eps = float(eps)
+        self.ann = ann or {}
+        for ix in self.ann.values():
+            ix.hnsw.efSearch = int(data.header["ann"].get("efSearch", EF_SEARCH))
+
+    # -- spaces ---------------------------------------------------------------------------------
+    def _space(self, mode: str) -> np.ndarray:
+        """Rows searched in ``mode``: E, or E Lᵀ for metric costs when the metric is not I."""
+        if mode == "cosine" or (mode == "transport" and not self.has_metric) or self.data.metric_rows is None:
+            return self.data.embeddings
+        return self.data.metric_rows
+
+    def _query(self, queries: torch.Tensor, mode: str) -> np.ndarray:
+        q = queries.float()
+        if self._space(mode) is self.data.metric_rows and self.factor is not None:
+            q = q @ self.factor.T
+        return q.numpy().astype(np.float32)
+
+    def _raw(self, q: np.ndarray, rows: np.ndarray, mode: str) -> np.ndarray:
+        """(n, d) queries × (r, d) rows → (n, r) scores before transport: ⟨q, x⟩ or −cost."""
+        rows = np.asarray(rows, dtype=np.float32)
+        dots = q @ rows.T
+        if mode == "cosine":
+            return dots
+        if not self.has_metric:  # transport with the cosine cost
+            return dots - 1.0
+        d2 = (q * q).sum(1, keepdims=True) + (rows * rows).sum(1)[None, :] - 2.0 * dots
+        return -np.sqrt(np.maximum(d2, 0.0))
+
+    def _finish(self, raw: np.ndarray, ids: np.ndarray | None, mode: str) -> np.ndarray:
+        """Transport: softmax((g − C)/ε) over the scored rows; other modes unchanged."""
+        if mode != "transport":
+            return raw
+        if self.data.potentials is None:
+            raise ConfigError(f"index {self.data.folder} has no transport potentials: rebuild it with "
+                              "--transport, or use --mode cosine/metric")
+        g = self.data.potentials if ids is None else self.data.potentials[ids]
+        costs = torch.from_numpy(-raw)
+        pot = torch.from_numpy(np.array(g, dtype=np.float32))
+        if pot.ndim == 1:
+            return potential_scores(costs, pot, self.eps).numpy()
+        return torch.softmax((pot - costs) / self.eps, dim=1).numpy()
+
+    # -- search ---------------------------------------------------------------------------------
+    def exact(self, queries: torch.Tensor, k: int, mode: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k: (n, k) scores and (n, k) row ids, best first; rows scored in blocks."""
+        self._check(mode)
+        q = self._query(queries, mode)
+        rows = self._space(mode)
+        raw = np.concatenate([self._raw(q, rows[s : s + BLOCK], mode) for s in range(0, len(rows), BLOCK)], axis=1)
+        scores = self._finish(raw, None, mode)
+        return _top(scores, k)
+
+    def ann_search(self, queries: torch.Tensor, k: int, mode: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+        """HNSW shortlist of the mode's space, re-ranked exactly (exact search when there is no graph)."""
+        self._check(mode)
+        space = "metric" if self._space(mode) is self.data.metric_rows and self.data.metric_rows is not None \
+            else "cosine"
+        if space not in self.ann:
+            return self.exact(queries, k, mode)
+        q = self._query(queries, mode)
+        wanted = TRANSPORT_CANDIDATES if mode == "transport" else CANDIDATES
+        _, cand = self.ann[space].search(q, max(k, wanted))
+        rows = self._space(mode)
+        out_s, out_i = [], []
+        for qi, ids in zip(q, cand, strict=True):
+            ids = np.unique(ids[ids >= 0])
+            raw = self._raw(qi[None, :], rows[ids], mode)
+            scores, pos = _top(self._finish(raw, ids, mode), k)
+            out_s.append(scores[0])
+            out_i.append(ids[pos[0]])
+        return np.stack(out_s), np.stack(out_i)
+
+    def search(self, queries: torch.Tensor, k: int, mode: str = "cosine",
+               method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """``method``: ``"exact"``, ``"ann"``, or ``"auto"`` (ANN when the index has a graph)."""
+        if method == "exact" or (method == "auto" and not self.ann):
+            return self.exact(queries, k, mode)
+        return self.ann_search(queries, k, mode)
+
+    def _check(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"unknown scoring mode {mode!r}; choose one of {MODES}")
+
+
+def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k of (n, m) scores, best first (argpartition, then a sort of the k)."""
+    k = max(1, min(int(k), scores.shape[1]))
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(vals, order, axis=1), np.take_along_axis(part, order, axis=1)

@@ -1,0 +1,108 @@
+"""Distributed training pieces on the CPU with gloo and 2 processes: shards, the all-gather with
+gradients (DDP's mean of the ranks' gradients equals the single-process gradient of the global
+batch), the config check across ranks, bad input."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from atr_demo.errors import ConfigError
+from atr_demo.losses import MLTMLoss
+from atr_demo.metric import MahalanobisMetric
+
+from training import distributed as dist_mod
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(rank: int, world: int, port: int) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+
+
+def _problem() -> tuple[nn.Module, MahalanobisMetric, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    encoder = nn.Linear(12, 8)
+    metric = MahalanobisMetric(8)
+    with torch.no_grad():
+        metric.M.add_(0.1 * torch.randn(8, 8)).copy_(metric.M @ metric.M.T)
+    x = torch.randn(6, 12)
+    y = torch.randn(6, 8)
+    return encoder, metric, x, y
+
+
+def _loss(encoder: nn.Module, metric: MahalanobisMetric, x: torch.Tensor, y: torch.Tensor,
+          gather=lambda t: t) -> torch.Tensor:
+    a = gather(F.normalize(encoder(x), dim=-1))
+    t = gather(F.normalize(y, dim=-1))
+    return MLTMLoss(eps=0.1)(a, t, metric)
+
+
+def _gather_worker(rank: int, world: int, port: int, folder: str) -> None:
+    _env(rank, world, port)
+    ctx, _ = dist_mod.init_distributed(torch.device("cpu"), "gloo", timeout_s=60)
+    try:
+        encoder, metric, x, y = _problem()
+        sizes = dist_mod.shard_sizes(len(x), world)
+        lo, hi = dist_mod.shard_bounds(len(x), rank, world)
+        model = nn.ModuleDict({"encoder": encoder, "metric": metric})
+        ddp = nn.parallel.DistributedDataParallel(model)
+        def forward(_: torch.Tensor) -> torch.Tensor:
+            return _loss(encoder, metric, x[lo:hi], y[lo:hi],
+                         gather=lambda t: dist_mod.gather_with_grad(t, ctx, sizes))
+
+        model.forward = forward  # type: ignore[method-assign]  # DDP syncs the gradients of its forward
+        loss = ddp(x)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        torch.save({"loss": loss.detach(), "grads": grads}, Path(folder) / f"rank{rank}.pt")
+        dist_mod.check_same_config({"seed": 0, "rank_only": rank if rank == 1 else 0}, ctx)
+    except ConfigError as exc:
+        (Path(folder) / f"error{rank}.txt").write_text(str(exc))
+    finally:
+        dist_mod.shutdown(ctx)
+
+
+def test_gathered_loss_and_ddp_gradient_equal_the_single_process_ones(tmp_path: Path) -> None:
+    mp.spawn(_gather_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    encoder, metric, x, y = _problem()
+    loss = _loss(encoder, metric, x, y)
+    loss.backward()
+    expected = {"encoder.weight": encoder.weight.grad, "encoder.bias": encoder.bias.grad, "metric.M": metric.M.grad}
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.allclose(got["loss"], loss.detach(), atol=1e-6)
+        assert set(got["grads"]) == set(expected)
+        for name, grad in expected.items():
+            assert torch.allclose(got["grads"][name], grad, atol=1e-6, rtol=1e-5), (rank, name)
+        message = (tmp_path / f"error{rank}.txt").read_text()
+        assert "differs between ranks" in message and "rank 1 has rank_only=1 where rank 0 has 0" in message
+
+
+def test_shards_and_bad_input() -> None:
+    assert [dist_mod.shard_bounds(7, r, 3) for r in range(3)] == [(0, 3), (3, 5), (5, 7)]
+    assert dist_mod.shard_sizes(8, 2) == [4, 4]
+    dist_mod.check_batch_size(8, 2)
+    with pytest.raises(ConfigError, match="batch_size 9 .* not divisible by the world size 2; use 8 or 10"):
+        dist_mod.check_batch_size(9, 2)
+    with pytest.raises(ConfigError, match="unknown backend 'mpi'"):
+        dist_mod.choose_backend(torch.device("cpu"), "mpi")
+    with pytest.raises(ConfigError, match="nccl needs CUDA"):
+        dist_mod.choose_backend(torch.device("cpu"), "nccl")
+    assert dist_mod.choose_backend(torch.device("cpu")) == "gloo"
+    assert dist_mod.choose_backend(torch.device("cuda")) == "nccl"
+    assert dist_mod.SINGLE.is_main and not dist_mod.SINGLE.enabled
+    x = torch.ones(3, 2, requires_grad=True)
+    assert dist_mod.gather_with_grad(x, dist_mod.SINGLE, [3]) is x
