@@ -333,6 +333,15 @@ class LogMelFrontend(nn.Module):
         return torch.log10(1.0 + cfg.log_scale * mel) / cfg.norm_divisor
 
 
+def block_count(frames: int, block_frames: int, hop_frames: int) -> int:
+    """Blocks :func:`to_blocks` cuts ``frames`` frames into: 1 if ``frames <= block_frames``, else
+    ``ceil((frames - block_frames) / hop_frames) + 1`` (block ``i`` starts at ``i · hop_frames``).
+    The same policy cuts waveforms into windows for the transformers audio encoders."""
+    if frames <= block_frames:
+        return 1
+    return math.ceil((frames - block_frames) / hop_frames) + 1
+
+
 def to_blocks(logmel: Tensor, block_frames: int = 100, hop_frames: int = 50) -> Tensor:
     """Cut a log-mel into the network's fixed-size, overlapping blocks.
 
@@ -354,10 +363,7 @@ def to_blocks(logmel: Tensor, block_frames: int = 100, hop_frames: int = 50) -> 
     if block_frames < 1 or hop_frames < 1:
         raise ValueError(f"block_frames and hop_frames must be >= 1, got {block_frames}, {hop_frames}")
     frames = logmel.shape[0]
-    if frames <= block_frames:
-        n_blocks = 1
-    else:
-        n_blocks = math.ceil((frames - block_frames) / hop_frames) + 1
+    n_blocks = block_count(frames, block_frames, hop_frames)
     total = (n_blocks - 1) * hop_frames + block_frames
     if total > frames:
         logmel = torch.nn.functional.pad(logmel, (0, 0, 0, total - frames))

@@ -14,7 +14,16 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from atr_demo.errors import ConfigError
 
@@ -153,6 +162,15 @@ class BackboneConfig(ConfigModel):
         dim: output width of the tiny kinds (ignored by the others).
         max_length: token limit of text backbones.
         pooling: ``mean`` | ``max`` over the aiSFX blocks of a clip.
+        files: checkpoint sub-folder (``audio_backbone`` / ``text_backbone``) holding a trained
+            ``hf_*`` tower's transformers config and tokenizer or feature extractor, written by
+            ``save_pretrained``: the tower then loads from the checkpoint alone (``name`` and
+            ``revision`` record where it came from).
+        source_digest: ``sha256:…`` over the files of the local folder a trained ``hf_*`` tower
+            started from (a local folder has no hub revision to pin).
+
+    ``files`` and ``source_digest`` are left out of the serialised config when unset, so the
+    ``config.json`` of a checkpoint without them reads and writes as before.
     """
 
     config_name: ClassVar[str] = "backbone config"
@@ -164,6 +182,25 @@ class BackboneConfig(ConfigModel):
     dim: int = Field(default=32, gt=0)
     max_length: int = Field(default=64, gt=0)
     pooling: Literal["mean", "max"] = "mean"
+    files: str | None = None
+    source_digest: str | None = None
+
+    @model_validator(mode="after")
+    def _files_of_a_trained_hub_tower(self) -> Self:
+        if self.files is not None and not (self.trainable and self.kind in EXTERNAL_KINDS):
+            raise ValueError(f"files is only for a trainable {' or '.join(EXTERNAL_KINDS)} tower, got kind "
+                             f"{self.kind!r} with trainable={self.trainable}")
+        if self.files is not None and (Path(self.files).is_absolute() or ".." in Path(self.files).parts):
+            raise ValueError(f"files must be a sub-folder of the checkpoint, got {self.files!r}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_pins(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("files", "source_digest"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     @property
     def stores_weights(self) -> bool:

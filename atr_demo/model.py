@@ -4,7 +4,15 @@ A checkpoint is a folder::
 
     config.json        ModelConfig (backbone ids and revisions, front-end, dims, metric, ε, s)
     model.safetensors  the weights: heads, ground metric, and every tower that stores weights
+    audio_backbone/    a trained hf_audio tower's transformers config and feature extractor
+    text_backbone/     a trained hf_text tower's transformers config and tokenizer
     README.md          model card (optional for loading)
+
+A frozen ``hf_*`` tower is referenced by hub id (or folder) and revision; its weights are not
+duplicated. A trained one is self-contained: its weights are in ``model.safetensors``, its
+config and tokenizer / feature extractor in its sub-folder, and ``config.json`` pins the source
+it started from (the hub commit it resolved to, or a digest of the local folder), so the
+checkpoint loads with no access to the base model.
 
 Loading is strict: a key missing from or unexpected in ``model.safetensors`` raises
 :class:`~atr_demo.errors.CheckpointError` naming the key. Nothing is unpickled.
@@ -15,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +36,9 @@ from torch import nn
 from atr_demo.audio import load_audio
 from atr_demo.backbones import build_backbone
 from atr_demo.checkpoint import verify_state_dict
-from atr_demo.config import BackboneConfig, ModelConfig
+from atr_demo.config import EXTERNAL_KINDS, BackboneConfig, ModelConfig
 from atr_demo.errors import CheckpointError, ConfigError
-from atr_demo.fileio import atomic_write
+from atr_demo.fileio import atomic_replace_dir, atomic_write
 from atr_demo.metric import MahalanobisMetric
 
 logger = logging.getLogger(__name__)
@@ -37,6 +46,8 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 BUNDLED_DIR_NAME = "bundled_model"
+#: Checkpoint sub-folder of each trained ``hf_*`` tower's config and tokenizer / feature extractor.
+TOWER_DIRS = {"audio": "audio_backbone", "text": "text_backbone"}
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -62,11 +73,11 @@ class ATRModel(nn.Module):
     training on frozen backbones can cache them and call ``project_*``.
     """
 
-    def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
+    def __init__(self, config: ModelConfig, pretrained: bool = True, root: str | Path | None = None) -> None:
         super().__init__()
         self.config = config  # validated when built and on every assignment
-        self.audio_backbone = build_backbone(config.audio, pretrained)
-        self.text_backbone = build_backbone(config.text, pretrained)
+        self.audio_backbone = build_backbone(config.audio, pretrained, root)
+        self.text_backbone = build_backbone(config.text, pretrained, root)
         self.audio_head = _head(self.audio_backbone.output_dim, config.embed_dim, config.head, config.head_dropout)
         self.text_head = _head(
             self.text_backbone.output_dim, config.embed_dim, config.text_head or config.head, config.head_dropout
@@ -172,11 +183,38 @@ class ATRModel(nn.Module):
         )
         self.load_state_dict(state, strict=False)
 
+    def saved_config(self) -> ModelConfig:
+        """The config :meth:`save_pretrained` writes: :attr:`config` with every trained ``hf_*``
+        tower's ``files`` sub-folder set and its source pinned (``revision``: the hub commit it
+        resolved to; ``source_digest``: the digest of a local source folder). A tower loaded from
+        a self-contained checkpoint keeps the pins it was saved with."""
+        data = self.config.to_dict()
+        for tower, folder in TOWER_DIRS.items():
+            cfg: BackboneConfig = getattr(self.config, tower)
+            if not (cfg.trainable and cfg.kind in EXTERNAL_KINDS):
+                continue
+            if cfg.files is None:
+                revision, digest = getattr(self, f"{tower}_backbone").source_pin()
+                data[tower]["revision"] = revision
+                data[tower]["source_digest"] = digest
+            data[tower]["files"] = folder
+        return ModelConfig.from_dict(data)
+
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
+        """Write ``config.json``, ``model.safetensors`` and each trained ``hf_*`` tower's sub-folder
+        (:data:`TOWER_DIRS`) into ``directory``, atomically per file and per sub-folder."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(directory / CONFIG_NAME, self.config.save)
+        config = self.saved_config()
+        for tower, folder in TOWER_DIRS.items():
+            if getattr(config, tower).files is not None:
+                tmp = directory / f".{folder}.tmp-{os.getpid()}"
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir()
+                getattr(self, f"{tower}_backbone").save_files(tmp)
+                atomic_replace_dir(tmp, directory / folder)
+        atomic_write(directory / CONFIG_NAME, config.save)
         metadata = {"format": "pt", "atr_demo_config_version": str(self.config.version)}
         state = self.checkpoint_state_dict()
         atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata))
@@ -213,11 +251,14 @@ def bundled_model_dir() -> Path:
     return Path(__file__).resolve().parent.parent / BUNDLED_DIR_NAME
 
 
-def create_model(config: ModelConfig, seed: int = 0, pretrained: bool = True) -> ATRModel:
-    """A new model from ``config``; heads initialised from ``seed`` (deterministic)."""
+def create_model(
+    config: ModelConfig, seed: int = 0, pretrained: bool = True, root: str | Path | None = None
+) -> ATRModel:
+    """A new model from ``config``; heads initialised from ``seed`` (deterministic). ``root``: the
+    checkpoint folder holding the trained towers' sub-folders (see :func:`build_backbone`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ATRModel(config, pretrained=pretrained)
+        model = ATRModel(config, pretrained=pretrained, root=root)
     return model.eval()
 
 
@@ -239,7 +280,7 @@ def load_from_dir(directory: str | Path) -> ATRModel:
         raise CheckpointError(
             f"{weights} is not a readable safetensors file ({exc}): re-download or re-save it"
         ) from exc
-    model = create_model(config, pretrained=False)
+    model = create_model(config, pretrained=False, root=directory)
     model.load_checkpoint_state_dict(state, source=str(weights))
     model.source = str(directory)  # type: ignore[assignment]
     return model.eval()

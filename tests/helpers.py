@@ -96,3 +96,60 @@ def offline_hub_cache(
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     return snapshot
+
+
+def make_tiny_roberta(directory: Path) -> Path:
+    """Save a randomly initialised 2-layer RoBERTa with a byte-level BPE tokenizer (the 256
+    byte symbols, no merges) to ``directory``: roberta-base's architecture and tokenizer type."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    for symbol in sorted(ByteLevel.alphabet()):
+        vocab.setdefault(symbol, len(vocab))
+    directory.mkdir(parents=True, exist_ok=True)
+    RobertaTokenizerFast(vocab=vocab, merges=[]).save_pretrained(directory)
+    config = RobertaConfig(
+        vocab_size=len(vocab), hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+        max_position_embeddings=80,
+    )
+    RobertaModel(config).save_pretrained(directory)
+    return directory
+
+
+def make_tiny_ast(directory: Path) -> Path:
+    """Save a randomly initialised 1-layer Audio Spectrogram Transformer whose feature extractor
+    keeps 64 fbank frames (10 480 samples ≈ 0.65 s at 16 kHz) to ``directory``."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+
+    config = ASTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, patch_size=16,
+        num_mel_bins=32, max_length=64, frequency_stride=16, time_stride=16,
+    )
+    ASTModel(config).save_pretrained(directory)
+    ASTFeatureExtractor(num_mel_bins=32, max_length=64, sampling_rate=16000).save_pretrained(directory)
+    return directory
+
+
+def make_tiny_clap(directory: Path) -> Path:
+    """Save a randomly initialised tiny CLAP (HTSAT audio tower + RoBERTa text tower, as
+    ``laion/clap-htsat-unfused`` holds) with its feature extractor to ``directory``: 48 kHz,
+    16 mel bands, 1 s windows (``nb_max_samples`` 48 000), random-crop truncation, repeat-padding."""
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig
+
+    audio = ClapAudioConfig(
+        window_size=4, num_mel_bins=16, spec_size=64, patch_size=4, patch_stride=(4, 4), depths=[1, 1],
+        num_heads=[1, 2], patch_embeds_hidden_size=8, hidden_size=16, enable_fusion=False, projection_dim=8,
+    )
+    text = ClapTextConfig(
+        vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        projection_dim=8, max_position_embeddings=40,
+    )
+    ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=8)).save_pretrained(
+        directory
+    )
+    ClapFeatureExtractor(
+        feature_size=16, sampling_rate=48000, hop_length=480, max_length_s=1, fft_window_size=1024,
+        truncation="rand_trunc", padding="repeatpad",
+    ).save_pretrained(directory)
+    return directory

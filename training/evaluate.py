@@ -10,6 +10,11 @@ For each scoring mode (cosine, metric, transport):
 
 plus the modality gap ‖mean f(x) − mean g(y)‖₂. Prints a Markdown table; writes JSON.
 
+``--device`` (cpu, cuda, cuda:N, auto: the default, a GPU when there is one) holds the model, the
+embeddings and the scoring (score matrices, transport plans, zero-shot); ``--batch-size`` clips
+(and ``--text-batch-size`` captions) go through the towers at once. Ranking runs on the CPU. The
+numbers do not depend on the batch sizes (up to float rounding on a GPU).
+
 With ``--train-data D`` (the data the model was trained on) it adds the leakage report: the
 ESC-50 classes its training captions name (``training.analysis.leakage`` synonyms), zero-shot accuracy on
 clips of those classes ("seen") and of the others ("unseen"), and a backbone-only reference, a
@@ -24,6 +29,7 @@ variance (MRV) of the correct item across languages, both directions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -36,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from atr_demo import fileio
+from atr_demo.devices import DEVICE_HELP, resolve_device
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.evaluation import (
     audio_to_text_metrics,
@@ -100,11 +107,22 @@ def load_eval_clips(data: Sequence[str], split: str, packages: str | None = None
 def _directional_scores(
     model: ATRModel, text: torch.Tensor, audio: torch.Tensor, mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t2a scores (n_text, n_audio), a2t scores transposed to (n_text, n_audio))."""
+    """(t2a scores (n_text, n_audio), a2t scores transposed to (n_text, n_audio)), computed on the
+    model's device and returned on the CPU (where the ranking metrics run)."""
     kw = {"metric": model.metric, "eps": model.config.eps, "mass": model.config.mass}
-    t2a = score_matrix(text, audio, mode, **kw)
-    a2t = t2a if mode != "transport" else score_matrix(audio, text, mode, **kw).T
-    return t2a, a2t
+    text, audio = text.to(model.device), audio.to(model.device)
+    with torch.inference_mode():
+        t2a = score_matrix(text, audio, mode, **kw)
+        a2t = t2a if mode != "transport" else score_matrix(audio, text, mode, **kw).T
+    return t2a.float().cpu(), a2t.float().cpu()
+
+
+def _classify(model: ATRModel, audio: torch.Tensor, label_set: Any, mode: str) -> torch.Tensor:
+    """Zero-shot label probabilities (n, L) of (n, d) audio embeddings, computed on the model's
+    device, returned on the CPU."""
+    labels = dataclasses.replace(label_set, embeddings=label_set.embeddings.to(model.device))
+    with torch.inference_mode():
+        return classify(model, audio.to(model.device), labels, mode=mode).float().cpu()
 
 
 def evaluate_clips(
@@ -115,6 +133,7 @@ def evaluate_clips(
     progress: bool = True,
     languages: Sequence[str] = (),
     train_clips: Sequence[Clip] | None = None,
+    text_batch_size: int = 256,
 ) -> dict[str, Any]:
     """All metrics of ``model`` on ``clips`` (see the module docstring) as a nested dict.
 
@@ -128,12 +147,13 @@ def evaluate_clips(
     features = backbone_features(model, clips, batch_size, progress)
     with torch.inference_mode():
         audio = model.project_audio(features.to(model.device)).float().cpu()
-    text = model.embed_texts([t for c in clips for t in c.captions]).float()
+    text = model.embed_texts([t for c in clips for t in c.captions], text_batch_size).float()
     labelled = any(c.esc50 in ESC50_CLASSES for c in clips)
     label_set = embed_labels(model, list(ESC50_CLASSES)) if labelled else None
     result = evaluate_embeddings(model, clips, audio, text, label_set, modes)
     if languages:
-        text_by_lang = {lang: model.embed_texts(first_captions(clips, lang)).float() for lang in languages}
+        text_by_lang = {lang: model.embed_texts(first_captions(clips, lang), text_batch_size).float()
+                        for lang in languages}
         result["multilingual"] = evaluate_languages(model, audio, text_by_lang, modes)
     if train_clips is not None:
         result["leakage"] = leakage_section(model, clips, audio, features, label_set, train_clips, modes,
@@ -256,7 +276,7 @@ def zeroshot_leakage(model: ATRModel, clips: Sequence[Clip], audio: torch.Tensor
     labels = torch.tensor([ESC50_CLASSES.index(str(clips[i].esc50)) for i in idx])
     out: dict[str, Any] = {}
     for mode in modes:
-        probs = classify(model, audio[torch.tensor(idx)], label_set, mode=mode)
+        probs = _classify(model, audio[torch.tensor(idx)], label_set, mode)
         out[mode] = split_accuracy(probs, labels, ESC50_CLASSES, seen)
     return out
 
@@ -337,13 +357,13 @@ def _zeroshot(
         per_fold = {}
         for fold in sorted(set(folds)):
             sel = torch.tensor([f == fold for f in folds])
-            probs = classify(model, audio[sel], label_set, mode=mode)
+            probs = _classify(model, audio[sel], label_set, mode)
             per_fold[str(fold)] = topk_accuracy(probs, labels[sel])
         out["per_fold"] = per_fold
         for k in ("top1", "top5"):
             out[k] = float(np.mean([v[k] for v in per_fold.values()]))
     else:
-        out.update(topk_accuracy(classify(model, audio, label_set, mode=mode), labels))
+        out.update(topk_accuracy(_classify(model, audio, label_set, mode), labels))
     return out
 
 
@@ -383,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="split of --train-data the model trained on (default train)")
     parser.add_argument("--languages", default=None,
                         help="comma-separated caption languages (e.g. en,fr,de): per-language metrics and MRV")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="clips embedded at once (default 16)")
+    parser.add_argument("--text-batch-size", type=int, default=256, help="captions embedded at once (default 256)")
+    parser.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_HELP}")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
     parser.add_argument("--out", default=None, help="write the JSON result to this file")
     args = parser.parse_args(argv)
@@ -398,9 +420,14 @@ def main(argv: list[str] | None = None) -> int:
             clips = [c for c in clips if all(language_captions(c, lang) for lang in languages)]
             if not clips:
                 raise ConfigError(f"no clip has captions in all of {languages}")
+        if args.batch_size < 1 or args.text_batch_size < 1:
+            raise ConfigError(f"--batch-size and --text-batch-size must be at least 1, got "
+                              f"{args.batch_size} and {args.text_batch_size}")
+        device = resolve_device(args.device)
         train_clips = load_eval_clips(args.train_data, args.train_split) if args.train_data else None
-        model = load_model(args.model, args.revision)
-        result = evaluate_clips(model, clips, modes, args.batch_size, not args.json, languages, train_clips)
+        model = load_model(args.model, args.revision).to(device)
+        result = evaluate_clips(model, clips, modes, args.batch_size, not args.json, languages, train_clips,
+                                args.text_batch_size)
     except ATRError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

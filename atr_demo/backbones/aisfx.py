@@ -39,6 +39,7 @@ __all__ = [
     "AisfxCNN",
     "default_weights_path",
     "load_pretrained_weights",
+    "segment_pool",
 ]
 
 CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)
@@ -225,10 +226,10 @@ class AisfxAudioBackbone(nn.Module):
             emb = self.cnn(x)
         else:
             emb = torch.cat([self.cnn(part) for part in x.split(chunk)], dim=0)
-        return _segment_pool(emb, counts, self.pooling)
+        return segment_pool(emb, counts, self.pooling)
 
 
-def _segment_pool(emb: Tensor, counts: list[int], pooling: str) -> Tensor:
+def segment_pool(emb: Tensor, counts: list[int], pooling: str) -> Tensor:
     """Pool consecutive segments of rows: (sum(counts), D) -> (len(counts), D).
 
     Pads to (N, max_count, D) and reduces with a mask (no atomics: deterministic on any device).

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from atr_demo.errors import CheckpointError, TextInputError
+from atr_demo.backbones.hub import load_error, pin_source
+from atr_demo.errors import TextInputError
 
 logger = logging.getLogger(__name__)
 
@@ -107,16 +108,28 @@ class HFTextBackbone(nn.Module):
             else:
                 self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(source, revision=revision))
         except OSError as exc:
-            raise CheckpointError(
-                f"cannot load the text backbone {name!r}: {exc}. Give a local directory, a hub id "
-                "that is cached, or go online"
-            ) from exc
+            raise load_error("text", name, exc) from exc
+        self.name, self.source, self.revision = name, source, revision
+        self._pin: tuple[str | None, str | None] | None = None
         self.max_length = max_length
         self.output_dim = int(self.encoder.config.hidden_size)
 
     @property
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
+
+    def source_pin(self) -> tuple[str | None, str | None]:
+        """``(revision, source_digest)`` of the files this tower was built from (:func:`pin_source`;
+        computed once: a digest reads every file of a local folder)."""
+        if self._pin is None:
+            self._pin = pin_source(self.name, self.source, self.revision)
+        return self._pin
+
+    def save_files(self, directory: str | Path) -> None:
+        """Write the encoder's transformers config and the tokenizer into ``directory`` (the weights
+        live in the checkpoint's ``model.safetensors``)."""
+        self.tokenizer.save_pretrained(str(directory))
+        self.encoder.config.save_pretrained(str(directory))
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         """Encode ``texts`` → (N, hidden_size) mean-pooled token states."""
