@@ -7,14 +7,15 @@ descriptions given for it (the built-in ESC-50 set has a few per class).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from atr_demo.errors import ConfigError
+from atr_demo.errors import ConfigError, InputFileError, LimitError
 from atr_demo.model import ATRModel
 from atr_demo.retrieval import score_matrix, scores_to_probabilities
 
@@ -70,9 +71,27 @@ def load_labels(spec: str) -> list[str]:
     if spec == "esc50":
         return list(ESC50_CLASSES)
     path = Path(spec)
+    if path.is_dir():
+        raise InputFileError(f"labels {spec!r} is a folder; give 'esc50' or a text file with one label per line")
     if not path.is_file():
-        raise ConfigError(f"labels {spec!r} is neither 'esc50' nor a file with one label per line")
-    return parse_labels(path.read_text(encoding="utf-8"))
+        raise InputFileError(f"labels {spec!r} is neither 'esc50' nor a file with one label per line")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputFileError(
+            f"labels file {spec!r} cannot be read ({exc.strerror or exc}); make it readable (`chmod a+r FILE`)"
+        ) from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(
+            f"labels file {spec!r} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > labels.txt`"
+        ) from exc
+    try:
+        return parse_labels(text)
+    except ConfigError as exc:
+        raise InputFileError(f"labels file {spec!r}: {exc}") from exc
 
 
 def parse_labels(text: str) -> list[str]:
@@ -83,15 +102,57 @@ def parse_labels(text: str) -> list[str]:
     return labels
 
 
+def check_template(template: str) -> str:
+    """``template`` if it holds exactly one ``{}`` (the label) and no other ``{...}`` field.
+
+    Literal braces are written ``{{`` and ``}}``, as in :meth:`str.format`. Raises
+    :class:`ConfigError` naming the template and the fix otherwise.
+    """
+    example = "e.g. 'the sound of {}'"
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(
+            f"prompt template {template!r} has an unmatched brace ({exc}); write '{{{{' or '}}}}' for a literal "
+            f"brace and '{{}}' once where the label goes, {example}"
+        ) from exc
+    stray = [f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}" for name, spec, conv in fields
+             if name or spec or conv]
+    if stray:
+        raise ConfigError(
+            f"prompt template {template!r} has {', '.join(repr(s) for s in stray)}; use '{{}}' (empty braces) "
+            f"once where the label goes, {example}"
+        )
+    if len(fields) != 1:
+        what = "no '{}' placeholder" if not fields else f"{len(fields)} '{{}}' placeholders"
+        raise ConfigError(f"prompt template {template!r} has {what} for the label; put '{{}}' exactly once, {example}")
+    return template
+
+
 def prompts_for(label: str, templates: tuple[str, ...] | list[str], descriptions: bool = True) -> list[str]:
     """Every template filled with the readable label, plus the built-in descriptions if any."""
     for template in templates:
-        if "{}" not in template:
-            raise ConfigError(f"prompt template {template!r} has no '{{}}' placeholder for the label")
+        check_template(template)
     prompts = [t.format(readable(label)) for t in templates]
     if descriptions:
         prompts += list(ESC50_DESCRIPTIONS.get(label, ()))
     return list(dict.fromkeys(prompts))
+
+
+def check_prompt_budget(
+    labels: Sequence[str], templates: Sequence[str], max_prompts: int, descriptions: bool = True
+) -> int:
+    """Number of prompts ``labels`` × ``templates`` (+ built-in descriptions) make; :class:`LimitError`
+    stating the bound when it is over ``max_prompts`` (checked before anything is embedded)."""
+    n = len(labels) * len(templates)
+    if descriptions:
+        n += sum(len(ESC50_DESCRIPTIONS.get(label, ())) for label in labels)
+    if n > max_prompts:
+        raise LimitError(
+            f"{len(labels)} labels × {len(templates)} template(s) make {n} prompts, more than the limit of "
+            f"{max_prompts} prompts per request; use fewer labels or templates"
+        )
+    return n
 
 
 @dataclass
@@ -108,15 +169,19 @@ def embed_labels(
     templates: tuple[str, ...] | list[str] | None = None,
     descriptions: bool = True,
     embed: Callable[[list[str]], torch.Tensor] | None = None,
+    max_prompts: int | None = None,
 ) -> LabelSet:
     """Prompt-ensemble embeddings of ``labels`` → :class:`LabelSet` with (L, d) unit rows.
 
     ``embed`` maps prompts to (N, d) joint-space embeddings; ``model.embed_texts`` by default
-    (training passes one that reads cached text features).
+    (training passes one that reads cached text features). With ``max_prompts``, more prompts
+    than that raise :class:`LimitError` before anything is embedded.
     """
     if not labels:
         raise ConfigError("no labels to classify with")
     templates = tuple(templates or model.config.prompt_templates)
+    if max_prompts is not None:
+        check_prompt_budget(labels, templates, max_prompts, descriptions)
     per_label = [prompts_for(label, templates, descriptions) for label in labels]
     flat = [p for prompts in per_label for p in prompts]
     emb = (embed or model.embed_texts)(flat)

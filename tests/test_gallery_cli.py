@@ -65,9 +65,11 @@ def test_cli_search_json(library: Path, tmp_path: Path, capsys: pytest.CaptureFi
             "--json", "--cache-dir", str(tmp_path / "c"),
         ])
         data = json.loads(out)
-        assert code == 0 and "broken.wav" in err
+        assert code == 1 and "skipped broken.wav:" in err  # results for the good files, a reason for the bad one
         assert [d["query"] for d in data] == ["a tone", "rain"]
         assert all(len(d["results"]) == 2 for d in data)
+        names = {r["file"] for d in data for r in d["results"]}
+        assert names <= {"a.wav", "sub/b.flac", "sub/c.ogg"}  # relative to the gallery folder, no server path
         scores = [r["score"] for r in data[0]["results"]]
         assert scores == sorted(scores, reverse=True)
 
@@ -80,6 +82,12 @@ def test_cli_label_json_and_table(library: Path, tmp_path: Path, capsys: pytest.
     data = json.loads(out)
     assert code == 0 and len(data) == 3
     assert all(len(d["labels"]) == 3 and set(d["labels"][0]) == {"label", "score"} for d in data)
+    code, out, err = _run(capsys, [
+        "label", str(library), "--model", "tiny", "--top", "2", "--json", "--cache-dir", str(tmp_path / "c"),
+    ])
+    data = json.loads(out)  # one row per file: three labelled, the broken one with its reason
+    assert code == 1 and [Path(d["file"]).name for d in data] == ["a.wav", "b.flac", "c.ogg", "broken.wav"]
+    assert "labels" not in data[3] and "not readable audio" in data[3]["error"] and "broken.wav" in err
     labels = tmp_path / "labels.txt"
     labels.write_text("tone\nnoise\n")
     code, out, _ = _run(capsys, [
@@ -109,4 +117,6 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     bad = tmp_path / "x.mp3"
     bad.write_bytes(b"\x00" * 10)
     code, out, err = _run(capsys, ["label", str(bad), "--model", "tiny", "--json", "--cache-dir", str(tmp_path / "c")])
-    assert code == 1 and json.loads(out) == [] and "skipped" in err
+    rows = json.loads(out)
+    assert code == 1 and len(rows) == 1 and rows[0]["file"] == str(bad) and "not readable audio" in rows[0]["error"]
+    assert err.count("x.mp3") == 2 and len(err.splitlines()) == 1  # one line: "skipped FILE: reason", not twice
