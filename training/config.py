@@ -32,6 +32,7 @@ from atr_demo.model import BUILTIN_MODELS
 from atr_demo.zeroshot import ESC50_CLASSES
 
 from training.datasets import FORMATS
+from training.sampling import data_weights
 
 #: The loss names, from the one registry :data:`atr_demo.losses.TRAINING_LOSSES`.
 Loss = Literal[tuple(TRAINING_LOSSES)]  # type: ignore[valid-type]
@@ -53,7 +54,7 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 DEVICES: tuple[str, ...] = get_args(Device)
 BATCHING: tuple[str, ...] = get_args(Batching)
 #: Fields that may be written as one name instead of a list of names (``data: corpus/``).
-_NAME_LISTS = ("data", "languages", "exclude_classes", "only_packages", "exclude_packages")
+_NAME_LISTS = ("data", "languages", "exclude_classes", "only_packages", "exclude_packages", "wavcaps_blacklist")
 
 
 class ParamGroupConfig(ConfigModel):
@@ -72,6 +73,14 @@ class TrainConfig(ConfigModel):
     Attributes:
         data: dataset path(s) (see :func:`training.datasets.load_dataset`); clips of all of them
             are pooled, their ``split`` decides train / validation. One path may be given as a string.
+            Each entry is ``[FORMAT:]PATH[@WEIGHT]`` or a mapping ``{path, format, weight}`` (stored
+            as that string); weights (all datasets or none) set the share of each epoch's training
+            items drawn from each dataset (:mod:`training.sampling`).
+        wavcaps_blacklist: WavCaps exclusion lists (JSON files or folders) used instead of the
+            release's ``json_files/blacklist/`` (:mod:`training.formats.wavcaps`).
+        check_audio: probe the audio headers of AudioCaps / Clotho / WavCaps at load time: ``eval``
+            (validation/test clips; an unreadable one stops the run), ``all`` (training clips too:
+            skipped and reported), ``off``.
         data_format: force a format for every path (one of :data:`training.datasets.FORMATS`;
             ``None``: detect).
         model: a built-in model name (``tiny``, ``aisfx-minilm``), a ModelConfig mapping (kept as
@@ -156,6 +165,8 @@ class TrainConfig(ConfigModel):
 
     data: list[str] = Field(default_factory=list, validate_default=True)
     data_format: str | None = None
+    wavcaps_blacklist: list[str] = Field(default_factory=list)
+    check_audio: Literal["eval", "all", "off"] = "eval"
     model: str | dict[str, Any] | ModelConfig = Field(default="aisfx-minilm", union_mode="left_to_right")
     loss: Loss = "mltm"
     mass: float = Field(default=0.95, gt=0, le=1)
@@ -218,6 +229,25 @@ class TrainConfig(ConfigModel):
     def _one_name_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_entries(cls, value: Any) -> Any:
+        """``{path, format, weight}`` mappings → ``format:path@weight`` strings."""
+        entries = [value] if isinstance(value, (str, dict)) else value
+        if not isinstance(entries, list):
+            return value
+        out = []
+        for entry in entries:
+            if isinstance(entry, dict):
+                unknown = sorted(set(entry) - {"path", "format", "weight"})
+                if unknown or "path" not in entry:
+                    raise ValueError("a data mapping has the keys path (required), format, weight; "
+                                     f"got {sorted(entry)}")
+                text = f"{entry['format']}:{entry['path']}" if entry.get("format") else str(entry["path"])
+                entry = f"{text}@{entry['weight']}" if entry.get("weight") is not None else text
+            out.append(entry)
+        return out
+
     @field_validator("amp", mode="before")
     @classmethod
     def _amp_choice(cls, value: Any) -> Any:
@@ -230,6 +260,10 @@ class TrainConfig(ConfigModel):
     def _some_data(cls, data: list[str]) -> list[str]:
         if not data:
             raise ValueError("give at least one dataset path")
+        try:
+            data_weights(data)  # every entry parses; weights on all datasets or none
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return data
 
     @field_validator("data_format")

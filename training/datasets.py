@@ -2,18 +2,19 @@
 users bring, and the split, package and class filters (mixtures and caption noise:
 :mod:`training.augment`; batches: :mod:`training.batching`).
 
-Formats (see DESIGN.md §6):
+Formats:
 
 * ``manifest.jsonl`` of the sound corpus (``clip_id, audio, captions, split, group, esc50,
   start_s, duration_s`` …; audio paths relative to the manifest's folder).
-* Clotho: ``clotho_captions_{development,validation,evaluation}.csv`` (``file_name,
-  caption_1..5``), audio in a folder named like the split.
-* AudioCaps: ``train.csv / val.csv / test.csv`` (``audiocap_id,youtube_id,start_time,caption``),
-  audio named by youtube id or audiocap id, any audio extension; missing files are skipped.
+* Clotho v2.1 (:mod:`training.formats.clotho`), AudioCaps (:mod:`training.formats.audiocaps`),
+  WavCaps (:mod:`training.formats.wavcaps`, training only) in their published layouts.
 * ESC-50: ``meta/esc50.csv`` (``filename,fold,target,category,…``), audio in ``audio/``.
 * A generic manifest: CSV or JSONL with ``audio,caption[,caption…]``.
 
-Splits are always called ``train``, ``validation`` and ``test``.
+Splits are always called ``train``, ``validation`` and ``test``. :func:`read_dataset` returns the
+clips with a :class:`~training.formats.common.LoadReport` (clips, captions, skipped rows with
+reasons per split; the bad-input policy is in :mod:`training.formats.common`); ``data`` entries
+are ``[FORMAT:]PATH[@WEIGHT]`` (:func:`parse_data_spec`; weights: :mod:`training.sampling`).
 """
 
 from __future__ import annotations
@@ -23,60 +24,37 @@ import hashlib
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from atr_demo.audio import load_audio
-from atr_demo.errors import ConfigError
-from atr_demo.fileio import AUDIO_EXTENSIONS
+from atr_demo.errors import ConfigError, DataError
+from atr_demo.fileio import AUDIO_EXTENSIONS  # noqa: F401 - re-exported: one list of audio suffixes
 
 from training.analysis.leakage import classes_in_captions
+from training.formats.audiocaps import AUDIOCAPS_SPLITS, load_audiocaps
+from training.formats.clotho import load_clotho
+from training.formats.common import (
+    EVAL_SPLITS,
+    SHOW,
+    SPLITS,
+    Clip,
+    LoadReport,
+    captions_of,
+    check_readable,
+)
+from training.formats.wavcaps import json_root, load_wavcaps
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
-CLOTHO_SPLITS = {"development": "train", "validation": "validation", "evaluation": "test"}
-AUDIOCAPS_SPLITS = {"train": "train", "val": "validation", "test": "test"}
-FORMATS = ("corpus", "clotho", "audiocaps", "esc50", "manifest")
-
-
-@dataclass
-class Clip:
-    """One audio clip (or a segment of a file) with its captions.
-
-    Attributes:
-        clip_id: unique id within a dataset.
-        audio: absolute path of the audio file.
-        captions: one or more captions (Clotho has 5).
-        split: ``train`` | ``validation`` | ``test``.
-        group: recording group: cuts of one recording share it (batches hold one per group).
-        esc50: ESC-50 class of the clip, if one applies.
-        start_s, duration_s: the segment of the file (``None``: to the end).
-        fold: ESC-50 fold (1–5) for ESC-50 data.
-        mix_of: for a mixture, the two source clips (the audio is built on the fly).
-        gain_db: gain applied to the second source of a mixture.
-        package: source package of a corpus clip (``None`` for other formats).
-        captions_by_lang: captions in other languages, ``{"fr": [...], "de": [...]}``, from the
-            manifest columns ``caption_<lang>`` (``captions`` is the default-language list; see
-            :func:`language_captions`).
-    """
-
-    clip_id: str
-    audio: str
-    captions: list[str]
-    split: str
-    group: str
-    esc50: str | None = None
-    start_s: float = 0.0
-    duration_s: float | None = None
-    fold: int | None = None
-    mix_of: tuple[Clip, Clip] | None = field(default=None, repr=False)
-    gain_db: float = 0.0
-    package: str | None = None
-    captions_by_lang: dict[str, list[str]] = field(default_factory=dict)
+FORMATS = ("corpus", "clotho", "audiocaps", "wavcaps", "esc50", "manifest")
+#: Formats whose audio is probed at load time (``check_audio``): the public datasets, whose
+#: downloads are the user's own.
+PROBED_FORMATS = ("clotho", "audiocaps", "wavcaps")
 
 
 #: ``caption_<lang>`` column names: a language tag such as ``fr``, ``pt_BR``, ``zh_CN``,
@@ -99,7 +77,7 @@ def _lang_captions_of(row: dict, where: str) -> dict[str, list[str]]:
         match = LANG_COLUMN.match(str(key))
         if match is None or value in (None, "", []):
             continue
-        captions = _captions_of(value, f"{where} ({key})")
+        captions = captions_of(value, f"{where} ({key})")
         out[match.group(1)] = captions
     return out
 
@@ -152,17 +130,6 @@ def _norm_split(value: str, where: str) -> str:
     return split
 
 
-def _captions_of(value: object, where: str) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        raise ConfigError(f"{where}: captions must be a string or a list of strings")
-    captions = [c.strip() for c in value if c.strip()]
-    if not captions:
-        raise ConfigError(f"{where}: no caption")
-    return captions
-
-
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -194,7 +161,7 @@ def load_corpus_manifest(path: str | Path) -> list[Clip]:
         clips.append(Clip(
             clip_id=str(row["clip_id"]),
             audio=str((root / row["audio"]).resolve()),
-            captions=_captions_of(row["captions"], where),
+            captions=captions_of(row["captions"], where),
             split=_norm_split(str(row.get("split", "train")), where),
             group=str(row.get("group") or row["clip_id"]),
             esc50=row.get("esc50") or None,
@@ -247,7 +214,7 @@ def load_generic_manifest(path: str | Path, split: str | None = None) -> list[Cl
         clips.append(Clip(
             clip_id=clip_id,
             audio=str((root / str(row["audio"])).resolve()),
-            captions=_captions_of(caps, where),
+            captions=captions_of(caps, where),
             split=_norm_split(str(row.get("split") or split or "train"), where),
             group=str(row.get("group") or clip_id),
             esc50=row.get("esc50") or None,
@@ -256,78 +223,6 @@ def load_generic_manifest(path: str | Path, split: str | None = None) -> list[Cl
             captions_by_lang=_lang_captions_of(row, where),
         ))
     return clips
-
-
-def load_clotho(root: str | Path) -> list[Clip]:
-    """Clotho: every ``clotho_captions_<split>.csv`` in ``root``; audio in ``root/<split>/``."""
-    root = Path(root)
-    clips = []
-    found = False
-    for name, split in CLOTHO_SPLITS.items():
-        csv_path = root / f"clotho_captions_{name}.csv"
-        if not csv_path.is_file():
-            continue
-        found = True
-        with open(csv_path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                caps = [row[k] for k in sorted(row) if k and k.startswith("caption_") and row[k]]
-                file_name = row["file_name"]
-                clips.append(Clip(
-                    clip_id=f"{name}/{file_name}",
-                    audio=str((root / name / file_name).resolve()),
-                    captions=_captions_of(caps, f"{csv_path}:{file_name}"),
-                    split=split,
-                    group=f"{name}/{file_name}",
-                ))
-    if not found:
-        raise ConfigError(f"no clotho_captions_{{development,validation,evaluation}}.csv in {root}")
-    return clips
-
-
-def _index_audio(folder: Path) -> dict[str, Path]:
-    """Audio files of ``folder`` (recursive) by stem."""
-    return {p.stem: p for p in sorted(folder.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS}
-
-
-def load_audiocaps(root: str | Path, audio_dir: str | Path | None = None) -> list[Clip]:
-    """AudioCaps CSVs in ``root``; audio in ``audio_dir`` (default ``root/audio``, else ``root``).
-
-    A file is found by youtube id, ``<youtube_id>_<start>`` or audiocap id; rows without a file
-    are skipped and counted in the log. Captions of one youtube clip are merged (multi-caption).
-    """
-    root = Path(root)
-    folder = Path(audio_dir) if audio_dir else (root / "audio" if (root / "audio").is_dir() else root)
-    files = _index_audio(folder)
-    by_key: dict[tuple[str, str], Clip] = {}
-    missing = 0
-    found = False
-    for name, split in AUDIOCAPS_SPLITS.items():
-        csv_path = root / f"{name}.csv"
-        if not csv_path.is_file():
-            continue
-        found = True
-        with open(csv_path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                yt, cap_id, start = row["youtube_id"], row["audiocap_id"], row.get("start_time", "0")
-                start_int = str(int(float(start or 0)))
-                path = files.get(yt) or files.get(f"{yt}_{start_int}") or files.get(cap_id)
-                if path is None:
-                    missing += 1
-                    continue
-                key = (split, str(path))
-                if key in by_key:
-                    by_key[key].captions.append(row["caption"].strip())
-                else:
-                    by_key[key] = Clip(
-                        clip_id=f"{yt}_{start_int}", audio=str(path.resolve()),
-                        captions=_captions_of(row["caption"], f"{csv_path}:{cap_id}"),
-                        split=split, group=yt,
-                    )
-    if not found:
-        raise ConfigError(f"no train.csv / val.csv / test.csv in {root}")
-    if missing:
-        logger.warning("AudioCaps: skipped %d caption row(s) whose audio is not in %s", missing, folder)
-    return list(by_key.values())
 
 
 def load_esc50(root: str | Path, test_fold: int | None = None) -> list[Clip]:
@@ -369,38 +264,127 @@ def detect_format(path: Path) -> str:
         return "esc50"
     if any(path.glob("clotho_captions_*.csv")):
         return "clotho"
-    if any((path / f"{n}.csv").is_file() for n in AUDIOCAPS_SPLITS):
+    if any((d / f"{n}.csv").is_file() for d in (path, path / "dataset") for n in AUDIOCAPS_SPLITS):
         return "audiocaps"
-    raise ConfigError(f"{path}: no manifest.jsonl, meta/esc50.csv, clotho_captions_*.csv or train/val/test.csv found")
+    if json_root(path) is not None and any(json_root(path).glob("*/*.json")):  # type: ignore[union-attr]
+        return "wavcaps"
+    raise ConfigError(f"{path}: no manifest.jsonl, meta/esc50.csv, clotho_captions_*.csv, train/val/test.csv or "
+                      "json_files/<source>/*.json found; name the format: FORMAT:PATH with FORMAT one of "
+                      + ", ".join(FORMATS))
 
 
-def load_dataset(spec: str | Path, fmt: str | None = None) -> list[Clip]:
-    """Load a dataset from a path; ``fmt`` (or a ``format:`` prefix, e.g. ``esc50:/data/ESC-50``)
-    overrides the detection. Returns clips of every split."""
-    text = str(spec)
-    match = re.match(r"^(corpus|clotho|audiocaps|esc50|manifest):(.*)$", text)
-    if match:
-        fmt, text = match.group(1), match.group(2)
-    path = Path(text).expanduser()
-    fmt = fmt or detect_format(path)
+@dataclass(frozen=True)
+class DataSpec:
+    """One entry of ``data``: ``[FORMAT:]PATH[@WEIGHT]`` (e.g. ``wavcaps:/d/wc@0.3``).
+
+    Attributes:
+        key: the spec without its weight, as written: the :attr:`Clip.dataset` of its clips and
+            the key of :func:`training.sampling.epoch_items`' weights.
+        format: the format named by the prefix (``None``: detect).
+        path: the dataset path (``~`` expanded).
+        weight: sampling weight (``None``: not weighted).
+    """
+
+    key: str
+    format: str | None
+    path: Path
+    weight: float | None
+
+
+_SPEC = re.compile(r"^(?:(?P<fmt>" + "|".join(FORMATS) + r"):)?(?P<path>.*?)(?:@(?P<weight>[0-9.eE+-]+))?$")
+
+
+def parse_data_spec(spec: str | Path) -> DataSpec:
+    """Parse ``[FORMAT:]PATH[@WEIGHT]``; a weight must be a number > 0 (ConfigError otherwise)."""
+    match = _SPEC.match(str(spec))
+    assert match is not None  # the pattern matches every string
+    weight = None
+    if match.group("weight") is not None:
+        try:
+            weight = float(match.group("weight"))
+        except ValueError:
+            raise ConfigError(f"data {spec!r}: weight {match.group('weight')!r} is not a number") from None
+        if not weight > 0 or weight != weight or weight == float("inf"):
+            raise ConfigError(f"data {spec!r}: the weight must be a finite number > 0, e.g. {match.group('path')}@0.5")
+    key = str(spec)[: match.start("weight") - 1] if weight is not None else str(spec)
+    if not match.group("path"):
+        raise ConfigError(f"data {spec!r}: no path; write [FORMAT:]PATH[@WEIGHT]")
+    return DataSpec(key=key, format=match.group("fmt"), path=Path(match.group("path")).expanduser(), weight=weight)
+
+
+@dataclass
+class LoadedDataset:
+    """The clips of one dataset (every split) and its :class:`LoadReport`."""
+
+    clips: list[Clip]
+    report: LoadReport
+
+
+def read_dataset(
+    spec: str | Path,
+    fmt: str | None = None,
+    *,
+    wavcaps_blacklist: Sequence[str] | None = None,
+    check_audio: str = "eval",
+) -> LoadedDataset:
+    """Load a dataset (:func:`parse_data_spec`: a ``format:`` prefix, or ``fmt``, overrides the
+    detection; a weight suffix is ignored here) with its loading report, logged as a table.
+
+    Args:
+        wavcaps_blacklist: WavCaps exclusion lists (files or folders) instead of the release's
+            ``json_files/blacklist/``.
+        check_audio: for :data:`PROBED_FORMATS`, probe the audio headers of the ``eval`` splits
+            (validation/test), of ``all`` splits, or ``off``: an unreadable training clip is
+            skipped and reported, an unreadable validation/test clip is a DataError.
+
+    Raises:
+        ConfigError / DataError: see the loaders; a duplicate clip id.
+    """
+    parsed = parse_data_spec(spec)
+    path = parsed.path
+    fmt = parsed.format or fmt or detect_format(path)
     if fmt not in FORMATS:
         raise ConfigError(f"unknown dataset format {fmt!r}; use one of {FORMATS}")
+    report = None
     if fmt == "corpus":
         clips = load_corpus_manifest(path / "manifest.jsonl" if path.is_dir() else path)
     elif fmt == "clotho":
-        clips = load_clotho(path)
+        clips, report = load_clotho(path, dataset=parsed.key)
     elif fmt == "audiocaps":
-        clips = load_audiocaps(path)
+        clips, report = load_audiocaps(path, dataset=parsed.key)
+    elif fmt == "wavcaps":
+        clips, report = load_wavcaps(path, blacklist=wavcaps_blacklist, dataset=parsed.key)
     elif fmt == "esc50":
         clips = load_esc50(path)
     else:
         clips = load_generic_manifest(path)
-    ids = [c.clip_id for c in clips]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise ConfigError(f"{spec}: duplicate clip id {dup!r}")
-    logger.info("loaded %d clips from %s (%s)", len(clips), spec, fmt)
-    return clips
+    if report is None:
+        report = LoadReport(parsed.key, fmt)
+    for clip in clips:
+        clip.dataset = parsed.key
+    counts = Counter(c.clip_id for c in clips)
+    duplicates = [i for i, n in counts.items() if n > 1]
+    if duplicates:
+        raise DataError(f"{spec}: duplicate clip id(s) {', '.join(map(repr, duplicates[:SHOW]))}; "
+                        "every clip of a dataset needs its own id")
+    if check_audio not in ("eval", "all", "off"):
+        raise ConfigError(f"check_audio must be eval, all or off, got {check_audio!r}")
+    if fmt in PROBED_FORMATS:
+        clips = check_readable(clips, report, {"eval": EVAL_SPLITS, "all": SPLITS, "off": ()}[check_audio])
+    report.count(clips)
+    report.log()
+    return LoadedDataset(clips, report)
+
+
+def load_dataset(
+    spec: str | Path,
+    fmt: str | None = None,
+    *,
+    wavcaps_blacklist: Sequence[str] | None = None,
+    check_audio: str = "eval",
+) -> list[Clip]:
+    """The clips (every split) of :func:`read_dataset`."""
+    return read_dataset(spec, fmt, wavcaps_blacklist=wavcaps_blacklist, check_audio=check_audio).clips
 
 
 def split_clips(clips: Sequence[Clip], split: str) -> list[Clip]:

@@ -45,7 +45,8 @@ def load_clips(config: TrainConfig) -> list[Clip]:
     """Every clip of ``config.data`` as a run uses it (:func:`select_clips` applied), all splits."""
     clips: list[Clip] = []
     for spec in config.data:
-        clips += load_dataset(spec, config.data_format)
+        clips += load_dataset(spec, config.data_format, wavcaps_blacklist=config.wavcaps_blacklist,
+                              check_audio=config.check_audio)
     return select_clips(clips, config)
 
 
