@@ -329,3 +329,22 @@ def test_sampler_shards_global_batches_across_replicas(corpus: Path) -> None:
     assert [[(x.clip.clip_id, x.caption) for x in m] for m in merged] == \
            [[(c.clip_id, t) for c, t in b] for b in expected]
     assert all(len(m) % 2 == 0 for m in merged)
+
+
+def test_dataset_weights_shape_each_epoch(corpus: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.update(clip_id="o" + row["clip_id"], group="o" + row["group"], audio=str(corpus / row["audio"]),
+                   captions=[f"other {t}" for t in row["captions"]])
+    other.mkdir()
+    (other / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = config_for(corpus, data=[f"{corpus}@0.8", f"{other}@0.2"], batch_size=2)
+    clips = prepare_data(config).train
+    assert len(clips) == 20
+    for epoch in (1, 2):
+        pairs = [c for b in compose_epoch(clips, config, epoch) for c, _ in b]
+        from_other = sum(c.clip_id.startswith("o") for c in pairs)
+        assert len(pairs) >= 18 and 2 <= from_other <= 4  # 20 items per epoch: 16 + 4
+    unweighted = config_for(corpus, data=[str(corpus), str(other)], batch_size=2)
+    assert sum(c.clip_id.startswith("o") for b in compose_epoch(clips, unweighted, 1) for c, _ in b) >= 9

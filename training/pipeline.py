@@ -58,6 +58,7 @@ from atr_demo.errors import ATRError, AudioDecodeError, ConfigError
 from training.batching import caption_key, group_batches
 from training.config import TrainConfig
 from training.datasets import Clip, language_captions, mix_waveforms
+from training.sampling import data_weights, epoch_items
 
 
 def epoch_rng(seed: int, epoch: int, purpose: str) -> random.Random:
@@ -85,6 +86,8 @@ def compose_epoch(clips: Sequence[Clip], config: TrainConfig, epoch: int) -> lis
 
     ``captions_per_epoch: one``: one caption per clip, drawn from the anchor language's captions
     (the first of ``languages``, or ``captions``); ``all``: every such caption is a pair. With
+    dataset weights in ``config.data`` the pairs are then drawn by
+    :func:`training.sampling.epoch_items` (a mixture counts for its first source's dataset). With
     ``batching: group`` the keys of a pair are its recording group, its caption and the clip's
     captions in every language; otherwise every pair is its own key.
     """
@@ -98,6 +101,10 @@ def compose_epoch(clips: Sequence[Clip], config: TrainConfig, epoch: int) -> lis
         pairs = [(c, t) for c in clips for t in anchor_captions(c)]
     else:
         pairs = [(c, rng.choice(anchor_captions(c))) for c in clips]
+    weights = data_weights(config.data)
+    if weights is not None:
+        keys_of = [c.dataset or (c.mix_of[0].dataset if c.mix_of else "") for c, _ in pairs]
+        pairs = [pairs[i] for i in epoch_items(keys_of, weights, config.seed, epoch)]
     if config.batching == "group":
         keys = [{"grp:" + c.group, caption_key(t)} | language_keys(c, config.languages) for c, t in pairs]
     else:
