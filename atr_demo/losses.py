@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from atr_demo.errors import ConfigError
 from atr_demo.metric import MahalanobisMetric
-from atr_demo.ot import partial_sinkhorn_log, sinkhorn_log
+from atr_demo.ot import OTInfo, partial_sinkhorn_log, sinkhorn_log
 
 __all__ = [
     "MLTMLoss",
@@ -54,6 +54,7 @@ __all__ = [
     "TRAINING_LOSSES",
     "build_training_loss",
     "float32_loss",
+    "ot_infos",
 ]
 
 
@@ -135,13 +136,17 @@ class MLTMLoss(nn.Module):
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         self.eps, self.max_iter, self.tol = float(eps), int(max_iter), float(tol)
+        self.last_info: OTInfo | None = None
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}, max_iter={self.max_iter}, tol={self.tol}"
 
     def plan(self, cost: Tensor) -> Tensor:
-        """log π (b, b) for a cost matrix (b, b)."""
-        return sinkhorn_log(cost, self.eps, max_iter=self.max_iter, tol=self.tol, log_plan=True)
+        """log π (b, b) for a cost matrix (b, b); the solver's :class:`~atr_demo.ot.OTInfo`
+        (iterations, marginal error) is kept in ``last_info`` for the training log."""
+        log_plan, self.last_info = sinkhorn_log(cost, self.eps, max_iter=self.max_iter, tol=self.tol, log_plan=True,
+                                                return_info=True)
+        return log_plan
 
     @float32_loss
     def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric,
@@ -179,8 +184,9 @@ class PartialMLTMLoss(MLTMLoss):
         return f"eps={self.eps}, mass={self.mass}, max_iter={self.max_iter}, tol={self.tol}"
 
     def plan(self, cost: Tensor) -> Tensor:
-        return partial_sinkhorn_log(cost, self.eps, self.mass, max_iter=self.max_iter,
-                                    tol=self.tol, log_plan=True)
+        log_plan, self.last_info = partial_sinkhorn_log(cost, self.eps, self.mass, max_iter=self.max_iter,
+                                                        tol=self.tol, log_plan=True, return_info=True)
+        return log_plan
 
     @float32_loss
     def forward(self, audio: Tensor, text: Tensor, metric: MahalanobisMetric,
@@ -495,3 +501,9 @@ def build_training_loss(name: str, settings: Mapping[str, Any]) -> nn.Module:
         return spec.build(settings)
     except ValueError as exc:
         raise ConfigError(f"bad value for loss {name!r}: {exc}") from exc
+
+
+def ot_infos(loss_fn: nn.Module) -> list[OTInfo]:
+    """The :class:`~atr_demo.ot.OTInfo` of the last plans an OT loss solved (its own and those of
+    its submodules, e.g. the m-LTM base of KCL/CACL; one per plan of the last call at most)."""
+    return [m.last_info for m in loss_fn.modules() if isinstance(m, MLTMLoss) and m.last_info is not None]

@@ -1,34 +1,33 @@
-"""``python -m training train --config FILE [--set key=value ...] [--resume]``.
+"""``python -m training train --config FILE [--set key=value ...] [--resume] [--push-to-hub REPO]``.
 
-One epoch = train (optimiser step on the network, then the PSD projection of M when the metric
-is learned) → validate (text→audio and audio→text R@1/5/10, mAP@10 on the validation split,
-cosine scoring) → checkpoint. Output folder::
+One epoch = train (optimiser steps, then the PSD projection of M when the metric is learned) →
+validate (text→audio and audio→text R@1/5/10, mAP@10 on the validation split, cosine scoring) →
+checkpoint. Output folder::
 
-    out/last/    config.json, model.safetensors, train_config.json,
-                 optimizer.safetensors (tensors of the optimiser and loss state, torch RNG),
-                 trainer_state.json (epoch, step, scalars of the optimiser state, Python/NumPy
-                 RNG states, best score)
+    out/last/    config.json, model.safetensors, train_config.json, optimizer.safetensors,
+                 trainer_state.json, log.jsonl (see :mod:`training.checkpointing`)
     out/best/    config.json, model.safetensors, train_config.json, metrics.json
-    out/log.jsonl  one JSON object per epoch
+    out/log.jsonl  one JSON object per epoch (and per N steps with ``log_every_steps``)
+    out/tb/      TensorBoard scalars (``tensorboard: true``)
 
-Checkpoints are written into a temporary folder and swapped in by renames, with SIGINT deferred
-meanwhile, so an interruption never leaves a half-written ``last/`` or ``best/``. Nothing is
-pickled. ``--resume`` restores weights, optimiser, RNG states and the step counter; data order
-and mixtures are a function of (seed, epoch), so a resumed run ends with the same weights as an
+Under ``torchrun --nproc_per_node=N -m training train ...`` the run joins the process group
+(NCCL on CUDA, gloo on the CPU): ``batch_size`` is the global batch, each rank embeds its shard,
+the embeddings are all-gathered with their gradients and the loss (the OT plan) is over the
+global batch, so N processes train the model one process would on the same global batch
+(:mod:`training.distributed`, :mod:`training.loop`). Rank 0 alone writes logs and checkpoints.
+
+Checkpoints are swapped in atomically; ``--resume`` restores weights, optimiser, RNG states, the
+step counter and the sampler position (mid-epoch with ``checkpoint_every_steps``); data order and
+mixtures are a function of (seed, epoch), so a resumed run ends with the same weights as an
 uninterrupted one (bit for bit on a CPU).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import math
-import os
 import random
-import shutil
-import signal
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,24 +35,30 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.evaluation import retrieval_metrics
-from atr_demo.fileio import atomic_replace_dir
-from atr_demo.losses import build_loss
+from atr_demo.losses import build_training_loss
 from atr_demo.model import ATRModel, create_model
 
 from training.augment import make_mixtures
-from training.batching import caption_groups
+from training.checkpointing import (  # noqa: F401 (flatten_state, unflatten_state, RESUMABLE_CHANGES: re-exported)
+    RESUMABLE_CHANGES,
+    flatten_state,
+    restore_checkpoint,
+    save_best,
+    save_checkpoint,
+    unflatten_state,
+)
 from training.config import TrainConfig, load_train_config
 from training.datasets import Clip, language_captions
+from training.distributed import DistContext, barrier, check_batch_size, check_same_config, init_distributed, shutdown
 from training.features import audio_features, text_features
+from training.loop import StepRunner
+from training.optim import GroupSettings, build_param_groups, lr_at, make_optimizer, set_learning_rates
 from training.pipeline import (
-    Batch,
     ClipLoader,
     EpochBatchSampler,
     PairLoader,
@@ -66,13 +71,11 @@ from training.pipeline import (
     spec_augmented,
 )
 from training.prepare import caption_texts, clip_captions, prepare_data
+from training.runlog import RunLog, clean_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
-#: Keys of the training config that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "progress", "device", "features_cache", "feature_batch_size",
-                     "num_workers", "persistent_workers", "prefetch_factor", "pin_memory")
-__all__ = ["epoch_rng", "language_keys"]  # re-exported from training.pipeline
+__all__ = ["epoch_rng", "language_keys", "RESUMABLE_CHANGES"]  # re-exported
 
 
 # -- data and features -----------------------------------------------------------------------
@@ -134,40 +137,9 @@ class FeatureSource:
 
 # -- optimisation ----------------------------------------------------------------------------
 
-def build_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-
-
-def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
-    """Learning rate of step ``step`` (0-based): linear warm-up, then constant or cosine to 0."""
-    if config.warmup_steps and step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.schedule == "constant":
-        return config.lr
-    span = max(1, total_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def make_loss(config: TrainConfig) -> nn.Module:
-    """The training loss module from :func:`atr_demo.losses.build_loss`."""
-    if config.loss == "mltm":
-        return build_loss("mltm", eps=config.eps)
-    if config.loss == "mltm_partial":
-        return build_loss("mltm_partial", eps=config.eps, mass=config.mass)
-    if config.loss == "triplet":
-        return build_loss("triplet", margin=config.margin)
-    if config.loss == "softlabel":
-        return build_loss("softlabel", target_temperature=config.target_temperature)
-    if config.loss in ("kcl", "cacl"):
-        return build_loss(config.loss, base="infonce")
-    if config.loss in ("kcl_mltm", "cacl_mltm"):
-        return build_loss(config.loss.removesuffix("_mltm"), base="mltm", eps=config.eps)
-    return build_loss("infonce")
+    """The training loss of ``config.loss`` from the registry :data:`atr_demo.losses.TRAINING_LOSSES`."""
+    return build_training_loss(config.loss, config.to_dict())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,128 +148,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for but no GPU is available; use device=cpu or auto")
     return torch.device(name)
-
-
-# -- checkpoint state ------------------------------------------------------------------------
-
-def flatten_state(state: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """Move every tensor of a nested dict/list into ``tensors`` (key = dotted path); return the
-    JSON-able remainder with ``{"__tensor__": key}`` placeholders."""
-    if isinstance(state, torch.Tensor):
-        tensors[prefix] = state.detach().cpu().contiguous().clone()
-        return {"__tensor__": prefix}
-    if isinstance(state, dict):
-        return {"__dict__": [[k, flatten_state(v, f"{prefix}.{k}", tensors)] for k, v in state.items()]}
-    if isinstance(state, (list, tuple)):
-        return {"__list__": [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(state)],
-                "tuple": isinstance(state, tuple)}
-    if isinstance(state, float) and not math.isfinite(state):
-        return {"__float__": repr(state)}
-    return state
-
-
-def unflatten_state(data: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """Inverse of :func:`flatten_state` (dict keys keep their type: int keys stay ints)."""
-    if isinstance(data, dict):
-        if "__tensor__" in data:
-            return tensors[data["__tensor__"]]
-        if "__dict__" in data:
-            return {k: unflatten_state(v, tensors) for k, v in data["__dict__"]}
-        if "__list__" in data:
-            items = [unflatten_state(v, tensors) for v in data["__list__"]]
-            return tuple(items) if data.get("tuple") else items
-        if "__float__" in data:
-            return float(data["__float__"])
-    return data
-
-
-def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(JSON part, tensor part) of the Python, NumPy and torch RNG states."""
-    version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
-    json_part = {
-        "python": [version, list(internal), gauss],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-    }
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    return json_part, tensors
-
-
-def set_rng_state(json_part: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    version, internal, gauss = json_part["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = json_part["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-@contextlib.contextmanager
-def deferred_sigint() -> Iterator[None]:
-    """Hold SIGINT until the block is done (only in the main thread)."""
-    received: list[Any] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda *a: received.append(a))
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
-
-
-def save_checkpoint(
-    out: Path,
-    model: ATRModel,
-    config: TrainConfig,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: nn.Module,
-    trainer: dict[str, Any],
-) -> None:
-    """Write ``out/last`` atomically: weights, configs, optimiser + loss state, RNG, counters."""
-    with deferred_sigint():
-        tmp = out / f".last.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save_pretrained(tmp)
-        config.save(tmp / "train_config.json")
-        tensors: dict[str, torch.Tensor] = {}
-        optim_json = flatten_state(optimizer.state_dict(), "optim", tensors)
-        loss_json = flatten_state(loss_fn.state_dict(), "loss", tensors)
-        rng_json, rng_tensors = rng_state()
-        tensors.update(rng_tensors)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        state = {**trainer, "optimizer": optim_json, "loss": loss_json, "rng": rng_json}
-        (tmp / "trainer_state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
-        atomic_replace_dir(tmp, out / "last")
-
-
-def save_best(out: Path, model: ATRModel, config: TrainConfig, metrics: dict[str, Any]) -> None:
-    with deferred_sigint():
-        tmp = out / f".best.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save_pretrained(tmp)
-        config.save(tmp / "train_config.json")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        atomic_replace_dir(tmp, out / "best")
-
-
-def find_last(out: Path) -> Path | None:
-    """The last complete checkpoint folder (``last`` or, after an interrupted swap, ``last.old``)."""
-    for name in ("last", "last.old"):
-        path = out / name
-        if (path / "trainer_state.json").is_file() and (path / "optimizer.safetensors").is_file():
-            return path
-    return None
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -351,29 +201,6 @@ def language_batch(clips: Sequence[Clip], config: TrainConfig, rng: random.Rando
     return [[rng.choice(language_captions(c, lang)) for c in clips] for lang in others]
 
 
-def compute_loss(loss_fn: nn.Module, model: ATRModel, source: FeatureSource, config: TrainConfig,
-                 batch_clips: Sequence[Clip], captions: Sequence[str], group_ids: torch.Tensor | None,
-                 rng: random.Random, use_amp: bool, device: torch.device,
-                 waves: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-    """One batch's loss under the call convention of ``loss_fn`` (see :mod:`atr_demo.losses`);
-    ``waves``: the batch's decoded audio (raw-audio training)."""
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-        a = model.project_audio(source.audio(batch_clips, waves))
-        text_feats = source.text(captions)
-        t = model.project_text(text_feats)
-        extra = []
-        if getattr(loss_fn, "multilingual", False):
-            extra = [model.project_text(source.text(caps))
-                     for caps in language_batch(batch_clips, config, rng, cacl=config.loss.startswith("cacl"))]
-    if extra:
-        texts = torch.stack([t.float()] + [e.float() for e in extra])
-        return loss_fn(a.float(), texts, model.metric, group_ids=group_ids)
-    if getattr(loss_fn, "needs_text_similarity", False):
-        unit = F.normalize(text_feats.detach().float(), dim=-1)
-        return loss_fn(a.float(), t.float(), model.metric, group_ids=group_ids, text_similarity=unit @ unit.T)
-    return loss_fn(a.float(), t.float(), model.metric, group_ids=group_ids)
-
-
 def freeze_backbones(model_config: Any) -> None:
     """Cached features come from frozen backbones: set ``trainable`` false on both towers."""
     for tower in (model_config.audio, model_config.text):
@@ -390,141 +217,182 @@ def set_train_mode(model: ATRModel, model_config: Any) -> None:
             tower.eval()
 
 
-def train_step(loss_fn: nn.Module, model: ATRModel, source: FeatureSource, config: TrainConfig,
-               optimizer: torch.optim.Optimizer, batch: Batch, language_rng: random.Random, use_amp: bool,
-               device: torch.device) -> float:
-    """One optimiser step on ``batch`` (then the PSD projection of a learned metric); the loss."""
-    group_ids = None
-    if config.batching == "ids":
-        group_ids = torch.tensor(caption_groups(batch.captions, [c.group for c in batch.clips]), device=device)
-    with spec_augmented(model.audio_backbone, config, seed_of(config.seed, batch.epoch, batch.index, "specaugment")):
-        loss = compute_loss(loss_fn, model, source, config, batch.clips, batch.captions, group_ids, language_rng,
-                            use_amp, device, batch.waves)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    if model.config.metric == "mahalanobis":
-        model.metric.project_psd_()
-    return float(loss.detach())
+def compile_backbones(model: ATRModel) -> None:
+    """``torch.compile`` the two backbones in place (state-dict keys unchanged)."""
+    for tower in (model.audio_backbone, model.text_backbone):
+        tower.compile()
 
 
-def restore_checkpoint(out: Path, config: TrainConfig, model: ATRModel, optimizer: torch.optim.Optimizer,
-                       loss_fn: nn.Module) -> tuple[int, int, float]:
-    """Load ``out/last`` (weights, optimiser, loss state, RNG states) for ``--resume``, trim
-    ``log.jsonl`` to its epochs; return (first epoch to run, step, best score).
-
-    A config key the checkpoint's ``train_config.json`` lacks (written before the key existed)
-    counts as that key's default.
-    """
-    last = find_last(out)
-    if last is None:
-        raise ConfigError(f"--resume: no complete checkpoint in {out / 'last'}")
-    saved = json.loads((last / "train_config.json").read_text(encoding="utf-8"))
-    defaults = {k: f.default for k, f in TrainConfig.model_fields.items() if not f.is_required()}
-    changed = sorted(k for k, v in config.to_dict().items()
-                     if saved.get(k, defaults.get(k)) != v and k not in RESUMABLE_CHANGES)
-    if changed:
-        raise ConfigError(f"--resume: the config differs from the checkpoint's in: {', '.join(changed)}")
-    model.load_checkpoint_state_dict(load_file(str(last / "model.safetensors")), source=str(last))
-    state = json.loads((last / "trainer_state.json").read_text(encoding="utf-8"))
-    tensors = load_file(str(last / "optimizer.safetensors"))
-    optimizer.load_state_dict(unflatten_state(state["optimizer"], tensors))
-    loss_fn.load_state_dict(unflatten_state(state["loss"], tensors))
-    set_rng_state(state["rng"], tensors)
-    log_path = out / "log.jsonl"
-    if log_path.is_file():
-        kept = [line for line in log_path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["epoch"] <= state["epoch"]]
-        log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    logger.info("resumed from %s at epoch %d (step %d)", last, state["epoch"] + 1, state["step"])
-    return state["epoch"] + 1, state["step"], state["best"]
-
-
-def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | None = None) -> Path:
-    """Train as ``config`` says; return the output folder.
+def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | None = None,
+          stop_after_step: int | None = None) -> Path:
+    """Train as ``config`` says; return the output folder. Under ``torchrun`` this joins the
+    process group (:mod:`training.distributed`) and trains one model with DDP over the ranks.
 
     Args:
         resume: continue from ``out/last`` (it must exist and match ``config``).
         stop_after_epoch: stop after this epoch's checkpoint (simulates an interruption; tests).
+        stop_after_step: stop after the checkpoint of this step (``checkpoint_every_steps``; tests).
     """
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
-    model_config = config.run_model_config()
-    if config.use_cached_features:
-        freeze_backbones(model_config)
-    torch.manual_seed(config.seed)
-    model = create_model(model_config, seed=config.seed).to(device)
-    check_pipeline_options(config, model)
-    data = prepare_data(config)
-    if data.noisy:
-        logger.info("caption noise: %d of %d training pairs mismatched", len(data.noisy), len(data.train))
-    source = FeatureSource(model, config, data.train + data.mixture_pool + data.validation, device)
-    train_clips = source.usable(data.train) + source.usable(data.mixture_pool)
-    val_clips = source.usable(data.validation)
+    ctx, device = init_distributed(resolve_device(config.device), config.dist_backend, config.dist_timeout_s)
+    try:
+        run = _Run(config, ctx, device, resume)
+        try:
+            for epoch in range(run.start_epoch, config.epochs + 1):
+                if not run.run_epoch(epoch, stop_after_step):
+                    break
+                if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                    break
+        finally:
+            run.runlog.close()
+        return run.out
+    finally:
+        shutdown(ctx)
 
-    loss_fn = make_loss(config).to(device)
-    params = [p for p in model.parameters() if p.requires_grad] + [p for p in loss_fn.parameters() if p.requires_grad]
-    optimizer = build_optimizer(config, params)
 
-    start_epoch, step, best = 1, 0, -math.inf
-    log_path = out / "log.jsonl"
-    if resume:
-        start_epoch, step, best = restore_checkpoint(out, config, model, optimizer, loss_fn)
-    elif log_path.exists():
-        log_path.unlink()
+class _Run:
+    """One training run's state: model, data, optimiser, sampler, counters (see :func:`train`)."""
 
-    mixing = config.mixtures and not config.use_cached_features
+    def __init__(self, config: TrainConfig, ctx: DistContext, device: torch.device, resume: bool) -> None:
+        self.config, self.ctx, self.device = config, ctx, device
+        self.out = out = Path(config.out)
+        check_batch_size(config.batch_size, ctx.world_size)
+        check_same_config(config.to_dict(), ctx)
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            clean_stale_temporaries(out)
+        self.model_config = config.run_model_config()
+        if config.use_cached_features:
+            freeze_backbones(self.model_config)
+        torch.manual_seed(config.seed)
+        self.model = model = create_model(self.model_config, seed=config.seed).to(device)
+        check_pipeline_options(config, model)
+        if config.compile:
+            compile_backbones(model)
+        self.data = data = prepare_data(config)
+        if data.noisy:
+            logger.info("caption noise: %d of %d training pairs mismatched", len(data.noisy), len(data.train))
+        if not ctx.is_main:
+            barrier(ctx)  # rank 0 fills the feature cache, the others then read it
+        self.source = FeatureSource(model, config, data.train + data.mixture_pool + data.validation, device)
+        if ctx.is_main:
+            barrier(ctx)
+        self.train_clips = self.source.usable(data.train) + self.source.usable(data.mixture_pool)
+        self.val_clips = self.source.usable(data.validation)
 
-    def epoch_clips(epoch: int) -> list[Clip]:
+        self.loss_fn = make_loss(config).to(device)
+        groups = {name: GroupSettings(g.lr, g.weight_decay) for name, g in config.param_groups.items()}
+        self.optimizer = make_optimizer(config.optimizer, build_param_groups(
+            model, self.loss_fn, config.lr, config.weight_decay, groups, config.layer_decay,
+            config.decay_bias_and_norm))
+        self.runner = StepRunner(model, self.loss_fn, config, self.optimizer, self.source, ctx, device, language_batch)
+
+        self.start_epoch, self.start_batch, self.step, self.best = 1, 0, 0, -math.inf
+        self.saved: dict[str, Any] = {}
+        if resume:
+            restored = restore_checkpoint(out, config, model, self.optimizer, self.loss_fn, ctx.world_size,
+                                          write_log=ctx.is_main)
+            self.start_epoch, self.start_batch, self.step, self.best = (restored.epoch, restored.batch,
+                                                                        restored.step, restored.best)
+            self.saved = restored.state
+            self.runner.load_scaler_state(self.saved.get("scaler", {}))
+        elif ctx.is_main and (out / "log.jsonl").exists():
+            (out / "log.jsonl").unlink()
+        self.runlog = RunLog(out, ctx.is_main, ctx.world_size, config.batch_size, config.tensorboard)
+
+        self.mixing = bool(config.mixtures and not config.use_cached_features)
+        self.sampler = EpochBatchSampler(self.epoch_clips, config, num_replicas=ctx.world_size, rank=ctx.rank)
+        if self.start_batch:
+            self.sampler.load_state_dict({"epoch": self.start_epoch, "batch": self.start_batch})
+        self.loader = PairLoader(self.sampler, config, model.sample_rate, device, decode=not config.use_cached_features)
+        steps_per_epoch = len(epoch_batches(self.train_clips, config, 1)) + (1 if self.mixing else 0)
+        self.total_steps = max(1, steps_per_epoch * config.epochs)
+
+    def epoch_clips(self, epoch: int) -> list[Clip]:
         """The clips of an epoch: the training clips, plus that epoch's mixtures on raw audio."""
-        if mixing:
-            return train_clips + make_mixtures(data.train, config.mixtures, seed=config.seed * 100_003 + epoch)
-        return train_clips
+        if self.mixing:
+            mixtures = make_mixtures(self.data.train, self.config.mixtures, seed=self.config.seed * 100_003 + epoch)
+            return self.train_clips + mixtures
+        return self.train_clips
 
-    sampler = EpochBatchSampler(epoch_clips, config)
-    loader = PairLoader(sampler, config, model.sample_rate, device, decode=not config.use_cached_features)
-    steps_per_epoch = len(epoch_batches(train_clips, config, 1)) + (1 if mixing else 0)
-    total_steps = max(1, steps_per_epoch * config.epochs)
-    use_amp = config.amp and device.type == "cuda"
-    if config.amp and not use_amp:
-        logger.info("amp is for GPUs only; training in float32 on %s", device)
+    def checkpoint(self, epoch_done: int, position: dict[str, int], extra: dict[str, Any]) -> None:
+        """``out/last`` on rank 0 (the others wait): counters, sampler position, scaler, ``extra``."""
+        if self.ctx.is_main:
+            save_checkpoint(self.out, self.model, self.config, self.optimizer, self.loss_fn,
+                            {"epoch": epoch_done, "step": self.step, "best": self.best, "sampler": position,
+                             "world_size": self.ctx.world_size, "scaler": self.runner.scaler_state(), **extra})
+        barrier(self.ctx)
 
-    for epoch in range(start_epoch, config.epochs + 1):
+    def run_epoch(self, epoch: int, stop_after_step: int | None = None) -> bool:
+        """Train, validate and checkpoint one epoch; False when ``stop_after_step`` stopped it."""
+        config, sampler = self.config, self.sampler
         began = time.time()
-        set_train_mode(model, model_config)
-        losses = []
-        bar = tqdm(loader.epoch(epoch), total=len(sampler.batches(epoch)), desc=f"epoch {epoch}/{config.epochs}",
-                   unit="batch", disable=not config.progress, leave=False)
+        set_train_mode(self.model, self.model_config)
         language_rng = epoch_rng(config.seed, epoch, "languages")
+        losses: list[float] = []
+        resumed = epoch == self.start_epoch and self.start_batch
+        if resumed:
+            language_rng.setstate(_rng_from_json(self.saved["language_rng"]))
+            losses = list(self.saved.get("epoch_losses", []))
+        n_batches = len(sampler.batches(epoch))
+        bar = tqdm(self.loader.epoch(epoch), total=n_batches - (self.start_batch if resumed else 0),
+                   desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+                   disable=not config.progress or not self.ctx.is_main)
         for batch in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(config, step, total_steps)
-            loss = train_step(loss_fn, model, source, config, optimizer, batch, language_rng, use_amp, device)
-            step += 1
-            losses.append(loss)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            lrs = set_learning_rates(self.optimizer, self.step, self.total_steps, config.warmup_steps, config.schedule)
+            pairs = sampler.batches(epoch)[batch.index]  # the global batch
+            log_step = bool(config.log_every_steps) and (self.step + 1) % config.log_every_steps == 0
+            with spec_augmented(self.model.audio_backbone, config,
+                                seed_of(config.seed, batch.epoch, batch.index, "specaugment")):
+                stats = self.runner.step(batch.clips, batch.captions, batch.waves, [c for c, _ in pairs],
+                                         [t for _, t in pairs], language_rng, want_norm=log_step)
+            self.step += 1
+            losses.append(stats.loss)
+            bar.set_postfix(loss=f"{stats.loss:.4f}")
+            if log_step:
+                self.runlog.write({"kind": "step", "epoch": epoch, "batch": batch.index, "step": self.step,
+                                   "loss": stats.loss, "lr": lrs, "grad_norm": stats.grad_norm, **stats.ot,
+                                   "samples_per_s": round(stats.samples / max(stats.seconds, 1e-9), 2)})
+            every = config.checkpoint_every_steps
+            if every and self.step % every == 0 and batch.index + 1 < n_batches:
+                self.checkpoint(epoch - 1, sampler.state_dict(),
+                                {"language_rng": _rng_to_json(language_rng), "epoch_losses": losses})
+                if stop_after_step is not None and self.step >= stop_after_step:
+                    return False
         bar.close()
-        val = validate(model, source, val_clips, max(config.batch_size, 64), config.languages)
+        self.finish_epoch(epoch, losses, began)
+        return True
+
+    def finish_epoch(self, epoch: int, losses: list[float], began: float) -> None:
+        """Validate (rank 0), log the epoch, write ``best/`` when it improved and ``last/``."""
+        config = self.config
+        val = validate(self.model, self.source, self.val_clips, max(config.batch_size, 64), config.languages) \
+            if self.ctx.is_main else {}
         score = val.get(config.best_metric, -float(np.mean(losses)) if losses else -math.inf)
         if config.best_metric not in val and val:
             raise ConfigError(f"best_metric {config.best_metric!r} is not a validation key; use one of {sorted(val)}")
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, "val": val,
-                  "lr": lr_at(config, max(0, step - 1), total_steps), "steps": step,
-                  "seconds": round(time.time() - began, 3)}
-        improved = score > best
+        lr = lr_at(config.lr, max(0, self.step - 1), self.total_steps, config.warmup_steps, config.schedule)
+        record = self.runlog.write({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
+                                    "val": val, "lr": lr, "steps": self.step, "seconds": round(time.time() - began, 3)})
+        improved = score > self.best
         if improved:
-            best = score
-            save_best(out, model, config, {"epoch": epoch, config.best_metric: score, "val": val})
-        save_checkpoint(out, model, config, optimizer, loss_fn, {"epoch": epoch, "step": step, "best": best})
-        with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if k.endswith(("R@1", "R@5", "mAP@10")))
-        logger.info("epoch %d/%d: loss %.4f%s%s (%.1fs)", epoch, config.epochs, record["train_loss"] or float("nan"),
-                    f", {shown}" if shown else "", " *best*" if improved else "", record["seconds"])
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
-    return out
+            self.best = score
+            if self.ctx.is_main:
+                save_best(self.out, self.model, config, {"epoch": epoch, config.best_metric: score, "val": val})
+        self.checkpoint(epoch, {"epoch": epoch + 1, "batch": 0}, {})
+        if self.ctx.is_main:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if k.endswith(("R@1", "R@5", "mAP@10")))
+            logger.info("epoch %d/%d: loss %.4f%s%s (%.1fs)", epoch, config.epochs,
+                        record["train_loss"] or float("nan"), f", {shown}" if shown else "",
+                        " *best*" if improved else "", record["seconds"])
+
+
+def _rng_to_json(rng: random.Random) -> list[Any]:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_from_json(data: list[Any]) -> tuple[Any, ...]:
+    return (data[0], tuple(data[1]), data[2])
 
 
 def main(argv: list[str] | None = None) -> int:
