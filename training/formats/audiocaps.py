@@ -53,7 +53,7 @@ class AudioFile:
     """An audio file under the root: the start times its name may mean (``()``: none in the name;
     a number is read both as seconds and as milliseconds) and the split of its folder."""
 
-    path: Path
+    path: str
     starts: tuple[float, ...]
     split: str | None
 
@@ -84,12 +84,11 @@ def index_audio(folder: Path) -> tuple[dict[str, list[AudioFile]], dict[str, lis
     (for ``<audiocap_id>`` names)."""
     by_yt: dict[str, list[AudioFile]] = {}
     by_stem: dict[str, list[AudioFile]] = {}
-    for path in audio_files(folder):
-        parts = path.relative_to(folder).parts[:-1]
-        split = next((SPLIT_FOLDERS[p.lower()] for p in reversed(parts) if p.lower() in SPLIT_FOLDERS), None)
-        by_stem.setdefault(path.stem, []).append(AudioFile(path, (), split))
-        for yt, starts in name_candidates(path.stem):
-            by_yt.setdefault(yt, []).append(AudioFile(path, starts, split))
+    for found in audio_files(folder):
+        split = next((SPLIT_FOLDERS[p.lower()] for p in reversed(found.folders) if p.lower() in SPLIT_FOLDERS), None)
+        by_stem.setdefault(found.stem, []).append(AudioFile(found.path, (), split))
+        for yt, starts in name_candidates(found.stem):
+            by_yt.setdefault(yt, []).append(AudioFile(found.path, starts, split))
     return by_yt, by_stem
 
 
@@ -209,12 +208,12 @@ def load_audiocaps(
                 lines = ",".join(str(r.line) for r in group)
                 split_report.skip(note, f"{clip_id} ({csv_path.name}:{lines})", rows=len(group))
                 continue
-            paths = sorted({str(f.path) for f in files})
+            paths = sorted({f.path for f in files})
             if len(paths) > 1:
                 extra.append(" = ".join(Path(p).name for p in paths))
             if note:
                 differs.append(f"{clip_id} → {Path(paths[0]).name}")
-            clips.append(Clip(clip_id=clip_id, audio=str(Path(paths[0]).resolve()),
+            clips.append(Clip(clip_id=clip_id, audio=paths[0],
                               captions=[r.caption for r in group], split=split, group=yt, dataset=report.dataset))
             kept += 1
         check_nonempty(n_rows, kept, split, str(csv_path),

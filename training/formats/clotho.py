@@ -67,7 +67,7 @@ def load_clotho(root: str | Path, dataset: str = "") -> tuple[list[Clip], LoadRe
             raise DataError(f"{csv_path.name} has no audio folder: looked for {root / name}/, "
                             f"{root / f'clotho_audio_{name}'}/ and {root / 'audio' / name}/; "
                             f"unpack clotho_audio_{name}.7z into {root}")
-        files = {nfc(p.name): p for p in audio_files(folder)}
+        files = {nfc(f.name): f.path for f in audio_files(folder)}
         split_report = report.split(split)
         seen: dict[str, int] = {}
         missing: list[str] = []
@@ -91,7 +91,7 @@ def load_clotho(root: str | Path, dataset: str = "") -> tuple[list[Clip], LoadRe
                 split_report.skip("no caption", where)
                 continue
             clip_id = f"{name}/{file_name}"
-            clips.append(Clip(clip_id=clip_id, audio=str(path.resolve()), captions=captions, split=split,
+            clips.append(Clip(clip_id=clip_id, audio=path, captions=captions, split=split,
                               group=clip_id, dataset=report.dataset))
         if missing and split != "train":
             shown = ", ".join(repr(m) for m in missing[:SHOW])

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from atr_demo.errors import DataError
 from atr_demo.fileio import AUDIO_EXTENSIONS, markdown_table
@@ -188,16 +189,31 @@ class LoadReport:
 # -- files -------------------------------------------------------------------------------------
 
 
-def audio_files(root: Path, skip_dirs: Sequence[str] = ()) -> list[Path]:
+class FoundAudio(NamedTuple):
+    """An audio file found under a root: absolute ``path``, file ``name``, ``stem`` (the name
+    without extension) and the ``folders`` between the root and the file."""
+
+    path: str
+    name: str
+    stem: str
+    folders: tuple[str, ...]
+
+
+def audio_files(root: Path, skip_dirs: Sequence[str] = ()) -> list[FoundAudio]:
     """Every audio file under ``root`` (recursive, symlinked folders followed, hidden folders and
-    ``skip_dirs`` names left out), in a stable order: one ``os.walk``, O(files)."""
+    ``skip_dirs`` names left out), in a stable order: one ``os.walk``, O(files), plain strings
+    (no per-file ``Path`` or ``resolve``: 400k files in seconds)."""
     skip = set(skip_dirs)
-    found: list[Path] = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    top = os.path.abspath(root)
+    found: list[FoundAudio] = []
+    for folder, dirs, files in os.walk(top, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in skip)
+        rel = os.path.relpath(folder, top)
+        folders = () if rel == "." else tuple(rel.split(os.sep))
         for name in sorted(files):
-            if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS and not name.startswith("."):
-                found.append(Path(folder) / name)
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in AUDIO_EXTENSIONS and not name.startswith("."):
+                found.append(FoundAudio(os.path.join(folder, name), name, stem, folders))
     return found
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from atr_demo.errors import DataError
 
 from training.formats.common import (
     Clip,
+    FoundAudio,
     LoadReport,
     audio_files,
     check_nonempty,
@@ -114,22 +116,25 @@ def _source_lists(sources: Sequence[str], lists: dict[str, set[str]], report: Lo
 
 
 def _find_audio(
-    item_id: str, source: str, given: object, root: Path, index: dict[str, list[Path]]
-) -> tuple[Path | None, str]:
-    """The audio file of one entry, or ``(None, reason)``."""
-    if isinstance(given, str) and given and (root / given).is_file():
-        return root / given, ""
+    item_id: str, source: str, given: object, root: Path, index: dict[str, list[FoundAudio]]
+) -> tuple[str | None, str]:
+    """The audio file of one entry (absolute path), or ``(None, reason)``. An ``audio`` value with
+    an audio extension is tried first, relative to the root (the release writes a placeholder)."""
+    if isinstance(given, str) and strip_audio_extension(given) != given:
+        path = os.path.abspath(os.path.join(root, given))
+        if os.path.isfile(path):
+            return path, ""
     files = index.get(item_id, [])
     if not files and item_id.startswith("Y"):
         files = index.get(item_id[1:], [])
     if not files:
         return None, "audio not found"
     if len(files) > 1:
-        mine = [f for f in files if any(_norm(source)[:8] in _norm(p) for p in f.relative_to(root).parts[:-1])]
+        mine = [f for f in files if any(_norm(source)[:8] in _norm(p) for p in f.folders)]
         if len(mine) != 1:
             return None, "ambiguous audio (several files of that name)"
         files = mine
-    return files[0], ""
+    return files[0].path, ""
 
 
 def _captions(item: dict, per_audio: int) -> list[str]:
@@ -177,9 +182,9 @@ def load_wavcaps(
         logger.warning("%s", message)
         report.notes.append("WARNING: " + message)
     excluded_ids = _source_lists(sources, lists, report)
-    index: dict[str, list[Path]] = {}
-    for path in audio_files(root, skip_dirs=("json_files",)):
-        index.setdefault(path.stem, []).append(path)
+    index: dict[str, list[FoundAudio]] = {}
+    for found in audio_files(root, skip_dirs=("json_files",)):
+        index.setdefault(found.stem, []).append(found)
     split_report = report.split("train")
     clips: list[Clip] = []
     rows = 0
@@ -209,7 +214,7 @@ def load_wavcaps(
                 if path is None:
                     split_report.skip(reason, f"{source}/{item_id}")
                     continue
-                clips.append(Clip(clip_id=f"{source}/{item_id}", audio=str(path.resolve()), captions=captions,
+                clips.append(Clip(clip_id=f"{source}/{item_id}", audio=path, captions=captions,
                                   split="train", group=f"{source}/{item_id}", dataset=report.dataset))
         if list_files:
             report.excluded[source] = excluded
