@@ -32,6 +32,7 @@ from training.formats.common import (
     audio_files,
     check_caption_counts,
     check_nonempty,
+    note_unused,
     read_csv,
 )
 
@@ -195,6 +196,7 @@ def load_audiocaps(
                         "download them from the AudioCaps repository")
     # pass 2: one walk of the audio folder, then each clip's file
     by_yt, by_stem = index_audio(folder)
+    on_disk = [f.path for files in by_stem.values() for f in files]
     clips: list[Clip] = []
     extra: list[str] = []
     differs: list[str] = []
@@ -225,6 +227,7 @@ def load_audiocaps(
     if differs:
         report.notes.append(f"{len(differs)} clip(s) use the one file of their youtube id although its start time "
                             "differs from the CSV's: " + "; ".join(differs[:SHOW]))
+    note_unused(report, on_disk, clips, folder)
     check_caption_counts(clips, EVAL_CAPTIONS, report.dataset)
     report.count(clips)
     return clips, report

@@ -24,6 +24,7 @@ from training.formats.common import (
     check_caption_counts,
     check_nonempty,
     nfc,
+    note_unused,
     read_csv,
 )
 
@@ -55,6 +56,7 @@ def load_clotho(root: str | Path, dataset: str = "") -> tuple[list[Clip], LoadRe
     root = Path(root)
     report = LoadReport(dataset or str(root), "clotho")
     clips: list[Clip] = []
+    on_disk: dict[Path, list[str]] = {}
     found = False
     for name, split in CLOTHO_SPLITS.items():
         csv_path = root / f"clotho_captions_{name}.csv"
@@ -68,6 +70,7 @@ def load_clotho(root: str | Path, dataset: str = "") -> tuple[list[Clip], LoadRe
                             f"{root / f'clotho_audio_{name}'}/ and {root / 'audio' / name}/; "
                             f"unpack clotho_audio_{name}.7z into {root}")
         files = {nfc(f.name): f.path for f in audio_files(folder)}
+        on_disk[folder] = list(files.values())
         split_report = report.split(split)
         seen: dict[str, int] = {}
         missing: list[str] = []
@@ -102,6 +105,8 @@ def load_clotho(root: str | Path, dataset: str = "") -> tuple[list[Clip], LoadRe
     if not found:
         raise DataError(f"no clotho_captions_{{development,validation,evaluation}}.csv in {root}; "
                         "download them from the Clotho release (v2.1)")
+    for folder, paths in on_disk.items():
+        note_unused(report, paths, clips, folder)
     check_caption_counts(clips, CAPTIONS, report.dataset)
     report.count(clips)
     return clips, report

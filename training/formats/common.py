@@ -217,6 +217,16 @@ def audio_files(root: Path, skip_dirs: Sequence[str] = ()) -> list[FoundAudio]:
     return found
 
 
+def note_unused(report: LoadReport, on_disk: Iterable[str], clips: Iterable[Clip], where: Path) -> None:
+    """Add a note naming the audio files under ``where`` that no kept clip uses (a naming
+    mismatch shows up here: files on disk, rows skipped as "audio not found")."""
+    used = {c.audio for c in clips}
+    unused = sorted(p for p in set(on_disk) if p not in used)
+    if unused:
+        shown = ", ".join(os.path.basename(p) for p in unused[:SHOW])
+        report.notes.append(f"{len(unused)} audio file(s) under {where} match no kept caption row, e.g. {shown}")
+
+
 def strip_audio_extension(name: str) -> str:
     """``name`` without a trailing audio extension (``Yabc.wav`` → ``Yabc``, ``123`` → ``123``)."""
     stem, ext = os.path.splitext(name)
