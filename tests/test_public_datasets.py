@@ -135,6 +135,7 @@ def test_audiocaps_file_in_another_split_folder_is_not_used(tmp_path: Path) -> N
     loaded = read_dataset(tmp_path)
     assert [c.clip_id for c in loaded.clips] == ["trainclip01_0"]
     assert loaded.report.splits["train"].skipped == Counter({"audio not found": 1})
+    assert any("1 audio file(s)" in n and "elsewhere01.wav" in n for n in loaded.report.notes)
 
 
 def test_audiocaps_missing_audio_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
