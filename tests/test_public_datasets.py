@@ -414,3 +414,17 @@ def test_two_weighted_datasets_train_together(tmp_path: Path) -> None:
     items = epoch_items([c.dataset for c in data.train], weights, config.seed, 0)
     assert Counter(data.train[i].dataset for i in items) == Counter({f"audiocaps:{ac}": 5, str(wc): 2})
     assert len(data.test) == 2 and all(len(c.captions) == 5 for c in data.test)
+
+
+def test_other_published_roots(tmp_path: Path) -> None:
+    # the AudioCaps repository keeps its CSVs in dataset/; WavCaps' GitHub copy in data/json_files
+    ac = tmp_path / "ac"
+    write_csv(ac / "dataset" / "train.csv", AC_HEADER, [[1, "aaaaaaaaaaa", 0, "a dog"]])
+    tone(ac / "audio" / "Yaaaaaaaaaaa.wav")
+    assert detect_format(ac) == "audiocaps" and [c.clip_id for c in load_dataset(ac)] == ["aaaaaaaaaaa_0"]
+    wc = tmp_path / "wc"
+    (wc / "data" / "json_files" / "SoundBible").mkdir(parents=True)
+    (wc / "data" / "json_files" / "SoundBible" / "sb_final.json").write_text(
+        json.dumps([{"id": "7", "caption": "thunder", "duration": 1.0}]))  # an early release: a bare list
+    tone(wc / "sb" / "7.flac")
+    assert detect_format(wc) == "wavcaps" and [c.clip_id for c in load_dataset(wc)] == ["SoundBible/7"]
