@@ -35,7 +35,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"default: {BUNDLED_GALLERY.name}/ when it exists)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="embedding cache folder (default: ~/.cache/atr_demo)")
-    parser.add_argument("--max-upload-s", type=float, default=120.0, help="longest accepted upload in seconds")
+    parser.add_argument("--max-upload-s", type=float, default=None,
+                        help="longest accepted upload in seconds (default: $ATR_MAX_UPLOAD_S or 120)")
+    parser.add_argument("--max-upload-mb", type=float, default=None,
+                        help="largest accepted upload in MB (default: $ATR_MAX_UPLOAD_MB or 50)")
+    parser.add_argument("--max-files", type=int, default=None,
+                        help="files per zero-shot request (default: $ATR_MAX_FILES or 8)")
+    parser.add_argument("--max-prompts", type=int, default=None,
+                        help="prompts (labels × templates) per zero-shot request (default: $ATR_MAX_PROMPTS or 1000)")
+    parser.add_argument("--upload-ttl-s", type=int, default=None,
+                        help="uploads are deleted after this many seconds (default: $ATR_UPLOAD_TTL_S or 3600)")
     parser.add_argument("--host", default=None, help="interface to bind (default: 0.0.0.0 in a Space, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
@@ -56,12 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     from atr_demo.errors import ATRError
+    from atr_demo.limits import Limits
     from atr_demo.model import load_model
     from atr_demo.ui import build_demo, launch_options, make_state
 
     try:
+        limits = Limits.from_env().replace(
+            max_upload_s=args.max_upload_s, max_upload_mb=args.max_upload_mb, max_files=args.max_files,
+            max_prompts=args.max_prompts, upload_ttl_s=args.upload_ttl_s,
+        )
         model = load_model(args.model, revision=args.revision)
-        state = make_state(model, args.gallery, cache_dir=args.cache_dir, progress=True, max_upload_s=args.max_upload_s)
+        state = make_state(model, args.gallery, cache_dir=args.cache_dir, progress=True,
+                           max_upload_s=limits.max_upload_s, limits=limits)
         state.model_ref = (args.model or "bundled checkpoint") + (f" @ {args.revision}" if args.revision else "")
         state.warm_up()
     except ATRError as exc:

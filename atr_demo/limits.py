@@ -89,15 +89,15 @@ DEFAULT_LIMITS = Limits()
 
 def check_k(k: Any, limit: int | None = None, what: str = "k") -> int:
     """``k`` as an int in ``1 … limit``; :class:`LimitError` naming the valid range otherwise."""
-    bound = f"1 and {limit}" if limit else "1 and the number of clips"
+    bound = f"between 1 and {limit}" if limit else "at least 1 (a larger k than there are clips gives them all)"
     if isinstance(k, bool):
-        raise LimitError(f"{what} must be a whole number between {bound}, got {k!r}")
+        raise LimitError(f"{what} must be a whole number {bound}, got {k!r}")
     try:
         value = int(k)
     except (TypeError, ValueError) as exc:
-        raise LimitError(f"{what} must be a whole number between {bound}, got {k!r}") from exc
+        raise LimitError(f"{what} must be a whole number {bound}, got {k!r}") from exc
     if value != k and not (isinstance(k, str) and k.strip() == str(value)):
-        raise LimitError(f"{what} must be a whole number between {bound}, got {k!r}")
+        raise LimitError(f"{what} must be a whole number {bound}, got {k!r}")
     if value < 1 or (limit is not None and value > limit):
-        raise LimitError(f"{what} must be between {bound}, got {value}")
+        raise LimitError(f"{what} must be {bound}, got {value}")
     return value

@@ -89,7 +89,7 @@ def test_search_text_sorted_and_complete(state: ui.AppState, mode: str) -> None:
     for r in results:
         assert set(r) >= {"file", "name", "caption", "score", "source", "author", "licence"}
         assert r["licence"] == "CC0-1.0" and r["source"] == "generated" and r["caption"]
-        assert Path(r["file"]).is_file()
+        assert not Path(r["file"]).is_absolute() and (state.roots[0] / r["file"]).is_file()  # gallery-relative
     if mode == "transport":
         assert all(0 <= s <= 1 for s in scores)
         every = callbacks.search_text_cb(state, "a low hum", len(TONES), mode)
@@ -99,7 +99,8 @@ def test_search_text_sorted_and_complete(state: ui.AppState, mode: str) -> None:
 def test_search_text_cosine_scores_match_embeddings(state: ui.AppState) -> None:
     results = callbacks.search_text_cb(state, "a bird chirps", len(TONES), "cosine")
     q = state.model.embed_texts(["a bird chirps"])[0]
-    expected = {str(f): float(e @ q) for f, e in zip(state.gallery.files, state.gallery.embeddings, strict=True)}
+    expected = {callbacks.clip_name(state, f): float(e @ q)
+                for f, e in zip(state.gallery.files, state.gallery.embeddings, strict=True)}
     for r in results:
         assert r["score"] == pytest.approx(expected[r["file"]], abs=1e-5)
 
@@ -140,7 +141,7 @@ def test_search_audio_ranks_captions_and_finds_itself(state: ui.AppState, mode: 
     assert sum(c["probability"] for c in captions) == pytest.approx(1.0, abs=1e-4)
     assert {c["caption"] for c in captions if c["origin"] == "candidate"} == {"a cat meows", "water boils"}
     nearest = out["sounds"][0]
-    assert nearest["file"] == str(clip)  # the clip is its own nearest neighbour
+    assert nearest["file"] == callbacks.clip_name(state, clip)  # the clip is its own nearest neighbour
     if mode != "metric":
         assert nearest["score"] == pytest.approx(1.0, abs=1e-4)
     assert len(out["sounds"]) == callbacks.NEAREST_SOUNDS
@@ -211,8 +212,12 @@ def test_zero_shot_errors(
 
 
 def test_zero_shot_names_bad_file(state: ui.AppState, bad_files: dict[str, Path]) -> None:
-    with pytest.raises(gr.Error, match="corrupt.wav"):
-        callbacks.zero_shot_cb(state, [str(state.gallery.files[0]), str(bad_files["corrupt"])], None, "", "{}", 3)
+    results, _ = callbacks.zero_shot_cb(state, [str(state.gallery.files[0]), str(bad_files["corrupt"])], None, "",
+                                        "{}", 3)
+    assert len(results[0]["labels"]) == 3 and "error" not in results[0]  # the good file is still classified
+    assert results[1]["labels"] == [] and "corrupt.wav" in results[1]["error"]
+    with pytest.raises(gr.Error, match="none of the files.*corrupt.wav"):
+        callbacks.zero_shot_cb(state, [str(bad_files["corrupt"])], None, "", "{}", 3)
 
 
 # -- transport plan ----------------------------------------------------------------------------
@@ -314,10 +319,10 @@ def test_model_info_reads_model_card(state: ui.AppState, tmp_path: Path) -> None
 
 def test_render_slots_shows_only_results(state: ui.AppState) -> None:
     results = callbacks.search_text_cb(state, "a beep", 3, "cosine")
-    updates = render.render_slots(results, 5)
+    updates = render.render_slots(callbacks.playable(state, results), 5)
     rows, audios, texts = updates[:5], updates[5:10], updates[10:]
     assert [r["visible"] for r in rows] == [True, True, True, False, False]
-    assert audios[0]["value"] == results[0]["file"]
+    assert audios[0]["value"] == str(state.roots[0] / results[0]["file"])  # the server path, server side only
     assert "score" in texts[0] and results[0]["caption"] in texts[0] and "CC0-1.0" in texts[0]
     assert texts[4] == ""
 
@@ -371,7 +376,8 @@ def test_bundled_model_retrieves_gallery_captions(tmp_path: Path) -> None:
     captioned = captioned[::2]  # 50 queries per mode keep the test short; measured R@10 ≈ 0.5–0.6
     for mode in ("cosine", "transport"):
         hits = sum(
-            any(r["file"] == f for r in callbacks.search_text_cb(state, caption, 10, mode)) for f, caption in captioned
+            any(r["file"] == callbacks.clip_name(state, f) for r in callbacks.search_text_cb(state, caption, 10, mode))
+            for f, caption in captioned
         )
         assert hits / len(captioned) >= 0.3, f"{mode}: text→audio R@10 {hits / len(captioned):.2f} (chance ≈ 0.1)"
     labelled = [(str(f), m["esc50"]) for f, m in clips if m.get("esc50")][:10]

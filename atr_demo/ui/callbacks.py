@@ -4,6 +4,11 @@ Each returns plain data (lists of dicts, matplotlib figures, Markdown strings) a
 :class:`~atr_demo.ui.errors.UserError` (a :class:`gradio.Error`) with a readable message for
 anything a user can get wrong (an empty query, a corrupt upload, an unknown label template).
 They are tested as functions, without a server.
+
+Per-request bounds come from ``state.limits`` (:mod:`atr_demo.limits`); a request over one is
+refused with a message stating the bound. Clips are named relative to their gallery folder (or,
+for uploads, to Gradio's upload folder), never by a server path: :func:`clip_name`; the audio
+players get the server path back from that name with :func:`playable`, for gallery files only.
 """
 
 from __future__ import annotations
@@ -17,23 +22,24 @@ import gradio as gr
 import torch
 from matplotlib.figure import Figure
 
-from atr_demo.errors import ATRError
+from atr_demo.errors import ATRError, LimitError
 from atr_demo.gallery import Gallery, index_gallery
+from atr_demo.limits import DEFAULT_LIMITS, Limits, check_k
 from atr_demo.retrieval import MODES, cost_matrix, score_matrix, scores_to_probabilities, top_k, transport_plan
-from atr_demo.search import MAX_ANCHORS, label_clips, search_text
-from atr_demo.ui.errors import UserError, user_errors
+from atr_demo.search import MAX_ANCHORS, display_name, label_clips, search_text
+from atr_demo.ui.errors import UserError, hide_paths, user_errors
 from atr_demo.ui.figures import transport_figure, zero_shot_figure
 from atr_demo.ui.render import transport_summary
 from atr_demo.ui.state import DEFAULT_TEMPLATE, AppState, clip_captions, clip_choices
-from atr_demo.zeroshot import ESC50_CLASSES, parse_labels
+from atr_demo.zeroshot import ESC50_CLASSES, check_prompt_budget, check_template, parse_labels
 
 #: Nearest gallery sounds shown on the audio → text tab.
 NEAREST_SOUNDS = 5
 #: Most clips / captions in a transport plan (the heatmap stays readable).
 MAX_PLAN_ITEMS = 12
-#: Most files classified in one zero-shot request, and added to a session library at once.
-MAX_ZERO_SHOT_FILES = 8
-MAX_LIBRARY_FILES = 50
+#: Default bounds of a zero-shot request and of a session library (``state.limits`` applies).
+MAX_ZERO_SHOT_FILES = DEFAULT_LIMITS.max_files
+MAX_LIBRARY_FILES = DEFAULT_LIMITS.max_library_files
 
 
 def _file_path(value: Any) -> str | None:
@@ -53,21 +59,68 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-def _check_k(k: Any, limit: int = 100) -> int:
+def _check_k(k: Any, limit: int = 100, what: str = "k") -> int:
+    return check_k(k, limit, what)
+
+
+def upload_root() -> Path:
+    """Gradio's upload folder (``$GRADIO_TEMP_DIR``, default ``<tmp>/gradio``): uploads are named relative to it."""
+    return Path(gr.utils.get_upload_folder()).resolve()
+
+
+def clip_name(state: AppState, path: str | Path) -> str:
+    """A clip's public name: relative to its gallery folder, or to the upload folder (``<hash>/name.wav``)."""
+    return display_name(path, [*state.roots, upload_root()])
+
+
+def _served(state: AppState) -> dict[str, Path]:
+    """Public name → server path of every shared gallery clip (built once)."""
+    if state._served is None:
+        state._served = {clip_name(state, f): Path(f) for f in state.gallery.files}
+    return state._served
+
+
+def playable(state: AppState, rows: Any, session: Gallery | None = None) -> Any:
+    """Result rows with ``file`` mapped back to the server path for the audio players (server side only).
+
+    ``rows`` is a list of result rows, or a payload dict holding them under ``"results"`` (returned
+    the same shape). Only clips of the shared gallery or of this session's library are mapped;
+    any other name (e.g. a crafted one) gets ``file`` ``None``, so nothing else can be served.
+    """
+    if isinstance(rows, dict):
+        return {**rows, "results": playable(state, rows.get("results"), session)}
+    names = dict(_served(state))
+    if session is not None:
+        names.update({clip_name(state, f): Path(f) for f in session.files})
+    out = []
+    for row in rows or []:
+        path = names.get(str(row.get("file", "")))
+        out.append({**row, "file": str(path) if path is not None else None})
+    return out
+
+
+def check_upload_size(state: AppState, path: str | Path) -> None:
+    """Refuse an upload larger than ``state.limits.max_upload_mb`` (LimitError naming the file and the bound)."""
     try:
-        value = int(k)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"k must be a whole number, got {k!r}") from exc
-    if not 1 <= value <= limit:
-        raise UserError(f"k must be between 1 and {limit}, got {value}")
-    return value
+        size = Path(path).stat().st_size
+    except OSError:
+        return  # missing/unreadable: the decoder says so, naming the file
+    bound = state.limits.max_upload_mb
+    if size > bound * 1e6:
+        raise LimitError(
+            f"{Path(path).name} is {size / 1e6:.3g} MB, more than the upload limit of {bound:g} MB; "
+            "trim it or export it compressed (e.g. mp3, ogg)"
+        )
 
 
-def _result_row(rank: int, meta: dict[str, Any], score: float, origin: str = "gallery") -> dict[str, Any]:
+def _result_row(
+    rank: int, meta: dict[str, Any], score: float, origin: str = "gallery", name: str | None = None
+) -> dict[str, Any]:
     captions = clip_captions(meta)
+    file = name if name is not None else Path(str(meta.get("file", ""))).name
     return {
         "rank": rank,
-        "file": str(meta.get("file", "")),
+        "file": file,
         "name": Path(str(meta.get("file", ""))).name,
         "caption": captions[0] if captions else "",
         "score": float(score),
@@ -91,7 +144,7 @@ def search_text_cb(
     query = (query or "").strip()
     if not query:
         raise UserError("the query is empty: type what you want to hear, e.g. 'a dog barks'")
-    k, mode = _check_k(k), _check_mode(mode)
+    k, mode = _check_k(k, state.limits.max_k), _check_mode(mode)
     gallery = state.combined(session)
     if len(gallery) == 0:
         raise UserError(
@@ -102,7 +155,8 @@ def search_text_cb(
     n_shared = len(state.gallery)
     index = {str(f): i for i, f in enumerate(gallery.files)}
     return [
-        _result_row(rank, hit, hit["score"], "gallery" if index.get(hit["file"], 0) < n_shared else "yours")
+        _result_row(rank, hit, hit["score"], "gallery" if index.get(hit["file"], 0) < n_shared else "yours",
+                    clip_name(state, hit["file"]))
         for rank, hit in enumerate(hits, 1)
     ]
 
@@ -132,8 +186,11 @@ def search_audio_cb(
     "sounds": [result rows of the nearest gallery clips]}``. ``origin`` is ``"candidate"`` for
     a user-supplied caption, ``"gallery"`` for a caption of the gallery (``file`` is its clip).
     """
-    k, mode = _check_k(k), _check_mode(mode)
-    query = state.embed_upload(_file_path(audio))
+    k, mode = _check_k(k, state.limits.max_k), _check_mode(mode)
+    path = _file_path(audio)
+    if path:
+        check_upload_size(state, path)
+    query = state.embed_upload(path)
     texts, owners, emb = state.gallery_captions()
     typed = dict.fromkeys(line.strip() for line in (candidates or "").splitlines() if line.strip())
     user = [c for c in typed if c not in texts]
@@ -143,7 +200,7 @@ def search_audio_cb(
     if not all_texts:
         raise UserError("there are no captions to rank: type candidate captions, one per line")
     origins = ["candidate"] * len(user) + ["gallery"] * len(texts)
-    files = [""] * len(user) + [str(state.gallery.files[i]) for i in owners]
+    files = [""] * len(user) + [clip_name(state, state.gallery.files[i]) for i in owners]
     gallery = state.combined(session)
     anchors = gallery.embeddings[:MAX_ANCHORS] if mode == "transport" else None
     scores = score_matrix(
@@ -164,7 +221,8 @@ def search_audio_cb(
         g_values, g_idx = top_k(g_scores, NEAREST_SOUNDS)
         n_shared = len(state.gallery)
         sounds = [
-            _result_row(r, gallery.metadata[i], v, "gallery" if i < n_shared else "yours")
+            _result_row(r, gallery.metadata[i], v, "gallery" if i < n_shared else "yours",
+                        clip_name(state, gallery.files[i]))
             for r, (v, i) in enumerate(zip(g_values[0].tolist(), g_idx[0].tolist(), strict=True), 1)
         ]
     return {"captions": captions, "sounds": sounds}
@@ -172,10 +230,13 @@ def search_audio_cb(
 
 def _templates(template: str) -> list[str]:
     templates = [t.strip() for t in (template or "").splitlines() if t.strip()] or [DEFAULT_TEMPLATE]
-    for t in templates:
-        if "{}" not in t:
-            raise UserError(f"the prompt template {t!r} has no '{{}}' where the label goes, e.g. 'the sound of {{}}'")
-    return templates
+    return [check_template(t) for t in templates]
+
+
+def _upload_paths(files: Any) -> list[str]:
+    """File paths from a ``gr.File(file_count="multiple")`` value (None, one file, or a list)."""
+    values = files if isinstance(files, (list, tuple)) else [files] if files else []
+    return [p for p in (_file_path(f) for f in values) if p]
 
 
 @user_errors
@@ -188,35 +249,56 @@ def zero_shot_cb(
     top: float = 5,
     mode: str = "cosine",
 ) -> tuple[list[dict[str, Any]], Figure]:
-    """Zero-shot classification of uploaded files and/or a recording.
+    """Zero-shot classification of uploaded files and/or a recording, file by file.
 
     ``labels``: one label per line (empty: the 50 ESC-50 classes). ``template``: one prompt
     template per line, ``{}`` standing for the label (several are ensembled).
 
-    Returns ``([{"file", "name", "labels": [{"label", "probability"}]}], bar-chart figure)``;
-    each file's probabilities over *all* labels sum to 1, the ``top`` best are listed.
+    Returns ``([{"file", "name", "labels": [{"label", "probability"}]}], bar-chart figure)`` with one
+    row per file in the order given; each file's probabilities over *all* labels sum to 1, the
+    ``top`` best are listed. A file that cannot be used (unreadable, not audio, too long, too
+    large) gets ``"labels": []`` and ``"error"``: the reason; the others are still classified.
+    Raises when no file can be used, or the request is over a bound (files, prompts).
     """
+    limits: Limits = state.limits
     mode = _check_mode(mode)
-    top = _check_k(top, limit=50)
-    paths = [_file_path(f) for f in (files if isinstance(files, (list, tuple)) else [files] if files else [])]
-    if recording is not None:
-        paths.append(_file_path(recording))
-    paths = [p for p in paths if p]
+    top = _check_k(top, limit=50, what="top")
+    paths = _upload_paths(files)
+    if recording is not None and _file_path(recording):
+        paths.append(str(_file_path(recording)))
     if not paths:
         raise UserError("no audio given: upload one or more files or record a clip")
-    if len(paths) > MAX_ZERO_SHOT_FILES:
-        raise UserError(f"{len(paths)} files given; classify at most {MAX_ZERO_SHOT_FILES} at a time")
+    limits.check_count("files", len(paths), limits.max_files, "classify them in smaller batches")
     label_list = parse_labels(labels) if (labels or "").strip() else list(ESC50_CLASSES)
-    label_set = state.label_set(label_list, _templates(template))
-    audio = torch.cat([_embed_named(state, p) for p in paths])
+    templates = _templates(template)
+    check_prompt_budget(label_list, templates, limits.max_prompts)
+    embedded: list[tuple[int, torch.Tensor]] = []
+    errors: dict[int, str] = {}
+    for n, path in enumerate(paths):
+        try:
+            check_upload_size(state, path)
+            embedded.append((n, _embed_named(state, path)))
+        except ATRError as exc:
+            errors[n] = hide_paths(str(exc))
+    if not embedded:
+        raise UserError("none of the files could be classified: " + "; ".join(errors.values()))
+    label_set = state.label_set(label_list, templates)
+    audio = torch.cat([e for _, e in embedded])
     anchors = state.gallery.embeddings[:MAX_ANCHORS] if mode == "transport" else None
-    labelled = label_clips(state.model, [Path(p) for p in paths], audio, label_set, top=top, mode=mode, anchors=anchors)
-    results = [
-        {"file": Path(p).name, "name": Path(p).name,
-         "labels": [{"label": x["label"], "probability": x["score"]} for x in row["labels"]]}
-        for p, row in zip(paths, labelled, strict=True)
-    ]
-    return results, zero_shot_figure(results)
+    good = [n for n, _ in embedded]
+    labelled = label_clips(state.model, [Path(paths[n]) for n in good], audio, label_set, top=top, mode=mode,
+                           anchors=anchors)
+    by_index = {
+        n: [{"label": x["label"], "probability": x["score"]} for x in row["labels"]]
+        for n, row in zip(good, labelled, strict=True)
+    }
+    results = []
+    for n, path in enumerate(paths):
+        row: dict[str, Any] = {"file": Path(path).name, "name": Path(path).name, "labels": by_index.get(n, [])}
+        if n in errors:
+            row["error"] = errors[n]
+        results.append(row)
+    return results, zero_shot_figure([r for r in results if "error" not in r])
 
 
 def _embed_named(state: AppState, path: str) -> torch.Tensor:
@@ -327,27 +409,38 @@ def add_to_library_cb(
     ``captions``: optional, one per line in the order of the files. Returns the new session
     gallery, a status line, and a table (name, caption) of the session's clips.
     """
-    paths = [_file_path(f) for f in (files if isinstance(files, (list, tuple)) else [files] if files else [])]
-    paths = [p for p in paths if p]
+    paths = _upload_paths(files)
     if not paths:
         raise UserError("no files given: upload audio files to add them to your library")
     have = len(session) if session is not None else 0
-    if have + len(paths) > MAX_LIBRARY_FILES:
-        raise UserError(f"your library holds at most {MAX_LIBRARY_FILES} clips ({have} already)")
+    bound = state.limits.max_library_files
+    if have + len(paths) > bound:
+        raise LimitError(
+            f"your library holds at most {bound} clips ({have} already, {len(paths)} given); add fewer files"
+        )
     lines = [c.strip() for c in (captions or "").splitlines()]
-    added = index_gallery(state.model, paths, cache_dir=state.cache_dir, progress=False)
     by_path = {p: (lines[i] if i < len(lines) else "") for i, p in enumerate(paths)}
+    too_large: list[tuple[Path, str]] = []
+    for path in list(paths):
+        try:
+            check_upload_size(state, path)
+        except LimitError as exc:
+            too_large.append((Path(path), str(exc)))
+            paths.remove(path)
+    added = index_gallery(state.model, paths, cache_dir=state.cache_dir, progress=False) if paths else Gallery(
+        files=[], embeddings=torch.empty(0, state.model.config.embed_dim), metadata=[])
+    added.skipped = too_large + added.skipped
     for meta in added.metadata:
         caption = by_path.get(meta["file"], "")
         if caption:
             meta["caption"] = caption
         meta.setdefault("source", "your upload")
-    too_long = [(f, r) for f, r in added.skipped]
+    skipped = [(Path(f).name, hide_paths(r)) for f, r in added.skipped]
     new = added if session is None else session.extend(added)
     status = f"Added {len(added)} clip(s); your library holds {len(new)}."
-    if too_long:
-        status += " Skipped: " + "; ".join(f"{Path(f).name} ({r})" for f, r in too_long)
+    if skipped:
+        status += " Skipped: " + "; ".join(f"{name} ({r})" for name, r in skipped)
     if len(added) == 0:
-        raise UserError("none of the files could be added: " + "; ".join(f"{Path(f).name}: {r}" for f, r in too_long))
+        raise UserError("none of the files could be added: " + "; ".join(f"{name}: {r}" for name, r in skipped))
     table = [[Path(m["file"]).name, (clip_captions(m) or [""])[0]] for m in new.metadata]
     return new, status, table

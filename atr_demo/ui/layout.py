@@ -11,6 +11,7 @@ Named API endpoints (``gradio_client``):
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -18,11 +19,10 @@ import gradio as gr
 from atr_demo.gallery import Gallery
 from atr_demo.retrieval import MODES
 from atr_demo.ui.callbacks import (
-    MAX_LIBRARY_FILES,
     MAX_PLAN_ITEMS,
-    MAX_ZERO_SHOT_FILES,
     NEAREST_SOUNDS,
     add_to_library_cb,
+    playable,
     random_draw,
     search_as_you_type,
     search_audio_cb,
@@ -75,8 +75,17 @@ def _slots(n: int) -> tuple[list[gr.Row], list[gr.Audio], list[gr.Markdown]]:
 
 
 def launch_options(state: AppState) -> dict[str, Any]:
-    """Keyword arguments for ``demo.launch``: the gallery folders may be served, the CSS, the upload limit."""
-    return {"allowed_paths": [str(r) for r in state.roots], "css": CSS, "max_file_size": "50mb"}
+    """Keyword arguments for ``demo.launch``: the files that may be served, the CSS, the upload limit.
+
+    Only the gallery's audio files are served, each named explicitly (they were found by
+    extension, :data:`atr_demo.fileio.AUDIO_EXTENSIONS`, skipping dotfiles and dot-folders): no
+    other file of the gallery folders (metadata, ``.env``, notes) can be fetched over HTTP.
+    """
+    return {
+        "allowed_paths": [str(Path(f).resolve()) for f in state.gallery.files],
+        "css": CSS,
+        "max_file_size": int(state.limits.max_upload_mb * 1_000_000),
+    }
 
 
 def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval with optimal transport") -> gr.Blocks:
@@ -86,7 +95,8 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
     cfg = state.model.config
     draw_files, draw_captions = random_draw(state, seed=0) if len(state.gallery) else ([], "")
 
-    with gr.Blocks(title="atr-demo") as demo:
+    ttl = state.limits.upload_ttl_s
+    with gr.Blocks(title="atr-demo", delete_cache=(ttl, ttl)) as demo:
         session = gr.State(None)
         gr.Markdown(
             f"# {title}\n"
@@ -119,9 +129,10 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                 examples.click(lambda sample: sample[0], inputs=examples, outputs=query, api_visibility="private").then(
                     lambda q, kk, mm, s: search(q, kk, mm, s), inputs=[query, k, mode, session], outputs=results,
                     api_visibility="private")
-                results.change(lambda r, q, mm: [results_status(r, q, mm), *render_slots(r, MAX_RESULTS)],
-                               inputs=[results, query, mode], outputs=[t_status, *t_rows, *t_audios, *t_texts],
-                               api_visibility="private")
+                results.change(lambda r, q, mm, s: [results_status(r, q, mm),
+                                                    *render_slots(playable(state, r, s), MAX_RESULTS)],
+                               inputs=[results, query, mode, session],
+                               outputs=[t_status, *t_rows, *t_audios, *t_texts], api_visibility="private")
 
             # -- audio → text ------------------------------------------------------------------
             with gr.Tab("Audio → text", id="audio"):
@@ -144,9 +155,12 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                 a_rows, a_audios, a_texts = _slots(NEAREST_SOUNDS)
                 gr.on([a_btn.click, audio_in.upload, audio_in.stop_recording],
                       fn=functools.partial(search_audio_cb, state),
-                      inputs=[audio_in, candidates, a_k, a_mode, session], outputs=a_json, api_name="search_audio")
-                a_json.change(lambda r: [caption_table(r), *render_slots((r or {}).get("sounds"), NEAREST_SOUNDS)],
-                              inputs=a_json, outputs=[a_table, *a_rows, *a_audios, *a_texts], api_visibility="private")
+                      inputs=[audio_in, candidates, a_k, a_mode, session], outputs=a_json, api_name="search_audio",
+                      concurrency_id="heavy", concurrency_limit=1)
+                a_json.change(lambda r, s: [caption_table(r),
+                                            *render_slots(playable(state, (r or {}).get("sounds"), s), NEAREST_SOUNDS)],
+                              inputs=[a_json, session], outputs=[a_table, *a_rows, *a_audios, *a_texts],
+                              api_visibility="private")
 
             # -- transport plan ----------------------------------------------------------------
             with gr.Tab("Transport plan", id="transport") as transport_tab:
@@ -184,7 +198,7 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
             with gr.Tab("Zero-shot ESC-50", id="zeroshot"):
                 with gr.Row():
                     with gr.Column():
-                        z_files = gr.File(file_count="multiple", label=f"Audio files (≤ {MAX_ZERO_SHOT_FILES})",
+                        z_files = gr.File(file_count="multiple", label=f"Audio files (≤ {state.limits.max_files})",
                                           elem_id="zs-files")
                         z_rec = gr.Audio(sources=["microphone"], type="filepath", label="…or record")
                         z_template = gr.Textbox(value="\n".join(cfg.prompt_templates) or DEFAULT_TEMPLATE, lines=2,
@@ -200,7 +214,7 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                         z_json = gr.JSON(label="Label probabilities")
                 gr.on([z_btn.click, z_files.upload, z_rec.stop_recording], fn=functools.partial(zero_shot_cb, state),
                       inputs=[z_files, z_rec, z_labels, z_template, z_top, z_mode], outputs=[z_json, z_plot],
-                      api_name="zero_shot")
+                      api_name="zero_shot", concurrency_id="heavy", concurrency_limit=1)
 
             # -- library -----------------------------------------------------------------------
             with gr.Tab("Your library", id="library"):
@@ -210,7 +224,8 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                 )
                 with gr.Row():
                     with gr.Column():
-                        l_files = gr.File(file_count="multiple", label=f"Audio files (≤ {MAX_LIBRARY_FILES})")
+                        l_files = gr.File(file_count="multiple",
+                                          label=f"Audio files (≤ {state.limits.max_library_files})")
                         l_captions = gr.Textbox(label="Captions (optional, one per line, in file order)", lines=4)
                         l_btn = gr.Button("Add to my library", variant="primary")
                     with gr.Column():
@@ -222,7 +237,7 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                     return new, status, table, gr.update(choices=dropdown_choices(state.combined(new), []))
 
                 l_btn.click(add, inputs=[l_files, l_captions, session], outputs=[session, l_status, l_table, p_files],
-                            api_visibility="private")
+                            api_visibility="private", concurrency_id="heavy", concurrency_limit=1)
 
             # -- model -------------------------------------------------------------------------
             with gr.Tab("Model", id="model"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,11 @@ from atr_demo.fileio import markdown_table
 from atr_demo.ui.state import AppState
 
 
+def as_text(text: str) -> str:
+    """``text`` escaped for Markdown/HTML output: tags such as ``<b>`` in a query or caption show as typed."""
+    return html.escape(str(text), quote=False)
+
+
 def shorten(text: str, width: int = 38) -> str:
     """``text`` on one line, cut to ``width`` characters with an ellipsis."""
     text = " ".join(str(text).split())
@@ -20,7 +26,7 @@ def shorten(text: str, width: int = 38) -> str:
 
 def describe_result(row: dict[str, Any]) -> str:
     """Markdown line under a result's audio player: caption, score, source, author, licence."""
-    caption = row.get("caption") or f"*{row.get('name', '')}* (no caption)"
+    caption = as_text(row["caption"]) if row.get("caption") else f"*{as_text(row.get('name', ''))}* (no caption)"
     bits = [f"score **{row['score']:.4f}**", f"`{row.get('name', '')}`"]
     if row.get("source"):
         bits.append(f"source: {row['source']}")
@@ -54,7 +60,7 @@ def results_status(results: list[dict[str, Any]] | None, query: str, mode: str) 
     """One line above the results: how many, for which query, scored how."""
     if not results:
         return ""
-    return f"**{len(results)}** result(s) for “{shorten(query, 80)}” — {mode} scoring"
+    return f"**{len(results)}** result(s) for “{as_text(shorten(query, 80))}” — {mode} scoring"
 
 
 def caption_table(result: dict[str, Any] | None) -> list[list[Any]]:

@@ -15,6 +15,7 @@ import torch
 from atr_demo.audio import load_audio
 from atr_demo.errors import ATRError
 from atr_demo.gallery import Gallery, index_gallery
+from atr_demo.limits import Limits
 from atr_demo.model import ATRModel
 from atr_demo.search import text_anchors
 from atr_demo.ui.errors import UserError
@@ -41,6 +42,7 @@ class AppState:
         cache_dir: on-disk embedding cache (``None``: the library default).
         max_upload_s: longest accepted upload / recording in seconds.
         model_ref: how the model was asked for (``--model`` and revision), for the model panel.
+        limits: per-request bounds (files, prompts, upload size, k; see :mod:`atr_demo.limits`).
     """
 
     model: ATRModel
@@ -49,6 +51,8 @@ class AppState:
     cache_dir: Path | None = None
     max_upload_s: float = DEFAULT_MAX_UPLOAD_S
     model_ref: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    _served: dict[str, Path] | None = field(default=None, repr=False)
     _anchors: torch.Tensor | None = field(default=None, repr=False)
     _captions: tuple[list[str], list[int], torch.Tensor] | None = field(default=None, repr=False)
     _labels: dict[tuple[tuple[str, ...], tuple[str, ...]], LabelSet] = field(default_factory=dict, repr=False)
@@ -125,6 +129,7 @@ def make_state(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     max_upload_s: float = DEFAULT_MAX_UPLOAD_S,
+    limits: Limits | None = None,
 ) -> AppState:
     """Index ``gallery_dirs`` (on-disk cache, progress bar) and build the :class:`AppState`."""
     roots = [Path(d).expanduser().resolve() for d in gallery_dirs]
@@ -138,6 +143,7 @@ def make_state(
     return AppState(
         model=model, gallery=gallery, roots=roots,
         cache_dir=Path(cache_dir) if cache_dir else None, max_upload_s=max_upload_s,
+        limits=limits or Limits(max_upload_s=max_upload_s),
     )
 
 
