@@ -1,9 +1,10 @@
 """``python -m training bundle-model``: turn a trained checkpoint into the bundled model.
 
-Copies ``config.json``, ``model.safetensors`` and ``train_config.json`` of a checkpoint folder
-into ``--out`` (default ``bundled_model/``), checks that the copy loads strictly, evaluates it
-on the held-out split (``eval.json``), copies an optional notes file (generalisation tables,
-limitations) as ``NOTES.md``, and writes the model card ``README.md``.
+Copies ``config.json``, ``model.safetensors``, ``train_config.json`` and the trained towers'
+sub-folders (``audio_backbone/``, ``text_backbone/``) of a checkpoint folder into ``--out``
+(default ``bundled_model/``), checks that the copy loads strictly, evaluates it on the held-out
+split (``eval.json``), copies an optional notes file (generalisation tables, limitations) as
+``NOTES.md``, and writes the model card ``README.md``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from atr_demo.config import ModelConfig
-from atr_demo.model import CONFIG_NAME, WEIGHTS_NAME, load_model
+from atr_demo.model import CONFIG_NAME, TOWER_DIRS, WEIGHTS_NAME, load_model
 
 from training.model_card import NOTES_NAME, write_model_card
 
@@ -34,6 +35,9 @@ def bundle(
     for file_name in COPIED:
         if (run / file_name).is_file():
             shutil.copyfile(run / file_name, out / file_name)
+    for folder in TOWER_DIRS.values():  # a trained hf tower's config and tokenizer / feature extractor
+        if (run / folder).is_dir():
+            shutil.copytree(run / folder, out / folder, dirs_exist_ok=True)
     if name:
         config = ModelConfig.load(out / CONFIG_NAME)
         config.name = name
