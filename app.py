@@ -4,7 +4,8 @@ Serves on port 7860: on 127.0.0.1 locally, on all interfaces when running in a H
 Space (``SPACE_ID`` set). The model is the bundled checkpoint unless ``--model`` / ``ATR_MODEL``
 names a checkpoint folder, a built-in model (``tiny``, ``aisfx-minilm``) or a Hub repo id
 (with ``--revision``). The gallery is ``bundled_gallery/`` unless ``--gallery DIR`` is given;
-it is indexed with a progress bar and an on-disk embedding cache.
+it is indexed with a progress bar and an on-disk embedding cache (the bundled gallery ships its
+embeddings for the bundled model, so start-up embeds nothing unless a file or the model changed).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gallery", action="append", type=Path, default=None, metavar="DIR",
                         help="folder of audio files to search, indexed recursively (repeatable; "
                              f"default: {BUNDLED_GALLERY.name}/ when it exists)")
+    parser.add_argument("--index", type=Path, default=None, metavar="INDEX",
+                        help="serve a search index built with 'python -m atr_demo index' (opened, not re-indexed)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="embedding cache folder (default: ~/.cache/atr_demo)")
     parser.add_argument("--max-upload-s", type=float, default=None,
@@ -50,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
     parser.add_argument("--concurrency", type=int, default=2, help="requests processed at once")
     args = parser.parse_args(argv)
+    if args.gallery is None and args.index is not None:
+        args.gallery = []
     if args.gallery is None:
         if not BUNDLED_GALLERY.is_dir():
             parser.error(f"no bundled gallery at {BUNDLED_GALLERY}: pass --gallery DIR (a folder of audio files)")
@@ -77,8 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.model, revision=args.revision)
         state = make_state(model, args.gallery, cache_dir=args.cache_dir, progress=True,
                            max_upload_s=limits.max_upload_s, limits=limits)
+        if args.index is not None:
+            from atr_demo.index.commands import gallery_from_index, index_roots
+
+            state.gallery = gallery_from_index(model, str(args.index)).extend(state.gallery)
+            state.roots = index_roots(args.index) + state.roots
         state.model_ref = (args.model or "bundled checkpoint") + (f" @ {args.revision}" if args.revision else "")
-        state.warm_up()
+        state.warm_up_in_background()  # the page is served meanwhile; requests fill what they need
     except ATRError as exc:
         logger.error("%s", exc)
         return 2

@@ -81,7 +81,9 @@ def test_make_state_missing_folder_raises(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["cosine", "metric", "transport"])
 def test_search_text_sorted_and_complete(state: ui.AppState, mode: str) -> None:
-    results = callbacks.search_text_cb(state, "a low hum", 4, mode)
+    payload = callbacks.search_text_cb(state, "a low hum", 4, mode)
+    assert (payload["query"], payload["mode"]) == ("a low hum", mode)  # the query travels with its results
+    results = payload["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4]
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
@@ -92,13 +94,15 @@ def test_search_text_sorted_and_complete(state: ui.AppState, mode: str) -> None:
         assert not Path(r["file"]).is_absolute() and (state.roots[0] / r["file"]).is_file()  # gallery-relative
     if mode == "transport":
         assert all(0 <= s <= 1 for s in scores)
-        every = callbacks.search_text_cb(state, "a low hum", len(TONES), mode)
+        every = callbacks.search_text_cb(state, "a low hum", len(TONES), mode)["results"]
         assert math.isclose(sum(r["score"] for r in every), 1.0, abs_tol=1e-4)
 
 
 def test_search_text_cosine_scores_match_embeddings(state: ui.AppState) -> None:
-    results = callbacks.search_text_cb(state, "a bird chirps", len(TONES), "cosine")
+    payload = callbacks.search_text_cb(state, "a bird chirps", len(TONES), "cosine")
+    results = payload["results"]
     q = state.model.embed_texts(["a bird chirps"])[0]
+    assert payload["best_cosine"] == pytest.approx(results[0]["score"], abs=1e-5)
     expected = {callbacks.clip_name(state, f): float(e @ q)
                 for f, e in zip(state.gallery.files, state.gallery.embeddings, strict=True)}
     for r in results:
@@ -120,11 +124,11 @@ def test_search_as_you_type_is_silent_when_it_should_be(state: ui.AppState) -> N
     assert isinstance(callbacks.search_as_you_type(state, "a bird", 3, "cosine", None, False), skip)
     assert isinstance(callbacks.search_as_you_type(state, "a", 3, "cosine", None, True), skip)
     assert isinstance(callbacks.search_as_you_type(state, "a bird", 3, "transport", None, True), skip)
-    assert len(callbacks.search_as_you_type(state, "a bird", 3, "cosine", None, True)) == 3
+    assert len(callbacks.search_as_you_type(state, "a bird", 3, "cosine", None, True)["results"]) == 3
 
 
 def test_search_text_k_larger_than_gallery(state: ui.AppState) -> None:
-    assert len(callbacks.search_text_cb(state, "a dog", 50, "cosine")) == len(TONES)
+    assert len(callbacks.search_text_cb(state, "a dog", 50, "cosine")["results"]) == len(TONES)
 
 
 # -- audio → text ------------------------------------------------------------------------------
@@ -134,12 +138,14 @@ def test_search_text_k_larger_than_gallery(state: ui.AppState) -> None:
 def test_search_audio_ranks_captions_and_finds_itself(state: ui.AppState, mode: str) -> None:
     clip = state.gallery.files[0]
     out = callbacks.search_audio_cb(state, str(clip), "a cat meows\nwater boils\n\na cat meows", 50, mode)
-    captions = out["captions"]
-    assert len(captions) == len(TONES) + 2  # duplicates and blank lines dropped
-    scores = [c["score"] for c in captions]
-    assert scores == sorted(scores, reverse=True)
-    assert sum(c["probability"] for c in captions) == pytest.approx(1.0, abs=1e-4)
-    assert {c["caption"] for c in captions if c["origin"] == "candidate"} == {"a cat meows", "water boils"}
+    captions, yours = out["captions"], out["candidates"]
+    assert len(captions) == len(TONES) and {c["origin"] for c in captions} == {"gallery"}
+    assert [c["caption"] for c in yours] in (["a cat meows", "water boils"], ["water boils", "a cat meows"])
+    for ranked in (captions, yours):  # each ranked on its own: probabilities over its own captions
+        scores = [c["score"] for c in ranked]
+        assert scores == sorted(scores, reverse=True)
+        assert sum(c["probability"] for c in ranked) == pytest.approx(1.0, abs=1e-4)
+    assert {c["origin"] for c in yours} == {"candidate"}
     nearest = out["sounds"][0]
     assert nearest["file"] == callbacks.clip_name(state, clip)  # the clip is its own nearest neighbour
     if mode != "metric":
@@ -253,7 +259,12 @@ def test_transport_plan_balanced_marginals(state: ui.AppState) -> None:
     assert "Transported mass" in summary and "Row marginals" in summary
     titled = [ax for ax in fig.axes if ax.get_title()]
     assert len(titled) == 2
-    assert [t.get_text() for t in titled[0].get_xticklabels()][0].startswith("a high beep")
+    assert [t.get_text() for t in titled[0].get_xticklabels()][0] == "A  a high beep"  # key + label
+    assert titled[0].get_ylabel() == "gallery clips (rows)" and titled[1].get_xlabel().startswith("captions")
+    bars = [ax for ax in fig.axes if ax not in titled]
+    assert [b.get_ylabel() for b in bars] == ["cosine similarity ⟨audio, text⟩",
+                                              "plan mass π_ij (all entries sum to the mass)"]
+    assert "| A | a high beep |" in summary and "| C | a buzzing insect |" in summary  # full labels, keyed
 
 
 def test_transport_plan_partial_mass(state: ui.AppState) -> None:
@@ -290,7 +301,7 @@ def test_add_to_library_then_search_finds_upload(
     session, status, table = callbacks.add_to_library_cb(state, [str(mine), str(bad_files["corrupt"])], "my own tone")
     assert len(session) == 1 and "Added 1 clip" in status and "corrupt.wav" in status
     assert table == [["mine.wav", "my own tone"]]
-    results = callbacks.search_text_cb(state, "my own tone", 50, "cosine", session)
+    results = callbacks.search_text_cb(state, "my own tone", 50, "cosine", session)["results"]
     assert len(results) == len(TONES) + 1
     assert [r for r in results if r["origin"] == "yours"][0]["caption"] == "my own tone"
     assert len(state.gallery) == len(TONES)  # the shared gallery is unchanged
@@ -317,14 +328,16 @@ def test_model_info_reads_model_card(state: ui.AppState, tmp_path: Path) -> None
     assert "No evaluation metrics" in info
 
 
-def test_render_slots_shows_only_results(state: ui.AppState) -> None:
-    results = callbacks.search_text_cb(state, "a beep", 3, "cosine")
-    updates = render.render_slots(callbacks.playable(state, results), 5)
-    rows, audios, texts = updates[:5], updates[5:10], updates[10:]
-    assert [r["visible"] for r in rows] == [True, True, True, False, False]
-    assert audios[0]["value"] == str(state.roots[0] / results[0]["file"])  # the server path, server side only
-    assert "score" in texts[0] and results[0]["caption"] in texts[0] and "CC0-1.0" in texts[0]
-    assert texts[4] == ""
+def test_results_html_escapes_and_plays_lazily(state: ui.AppState) -> None:
+    results = callbacks.search_text_cb(state, "a beep", 3, "cosine")["results"]
+    rows = callbacks.playable(state, results)
+    assert rows[0]["file"] == str(state.roots[0] / results[0]["file"])  # the server path, server side only
+    html = render.results_html(rows, "<b>a beep</b>")
+    assert html.count('class="result-slot"') == 3 and html.count('preload="none"') == 3
+    assert results[0]["caption"] in html and "CC0-1.0" in html and "<b>a beep</b>" not in html
+    assert render.results_html([], "x") == ""
+    crafted = render.results_html([{**results[0], "caption": "<img src=x onerror=alert(1)>", "file": None}])
+    assert "<img" not in crafted and "audio not available" in crafted
 
 
 def test_build_demo_does_not_launch(state: ui.AppState) -> None:
@@ -376,7 +389,8 @@ def test_bundled_model_retrieves_gallery_captions(tmp_path: Path) -> None:
     captioned = captioned[::2]  # 50 queries per mode keep the test short; measured R@10 ≈ 0.5–0.6
     for mode in ("cosine", "transport"):
         hits = sum(
-            any(r["file"] == callbacks.clip_name(state, f) for r in callbacks.search_text_cb(state, caption, 10, mode))
+            any(r["file"] == callbacks.clip_name(state, f)
+                for r in callbacks.search_text_cb(state, caption, 10, mode)["results"])
             for f, caption in captioned
         )
         assert hits / len(captioned) >= 0.3, f"{mode}: text→audio R@10 {hits / len(captioned):.2f} (chance ≈ 0.1)"

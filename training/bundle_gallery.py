@@ -4,6 +4,13 @@ Copies the chosen clips as mono Ogg Vorbis (small enough to ship in the repo), w
 ``gallery.jsonl`` (audio, caption, captions, source package, original file, author, licence,
 ESC-50 class) and a licences file, and copies the Debian copyright file of every package used.
 Only clips of the held-out test split are taken, so the bundled model never trained on them.
+
+``--embeddings`` (alone, or after copying) ships the gallery's embeddings for a model: a
+:class:`~atr_demo.fileio.TensorStore` at ``<out>/embeddings/<model fingerprint>.safetensors`` keyed
+by file digest, which :func:`atr_demo.gallery.index_gallery` uses instead of re-embedding (a changed
+file or another model is embedded as usual), and the "no good match" calibration of
+:func:`atr_demo.confidence.calibrate_no_match` at ``<out>/embeddings/calibration-<model digest>.json``.
+Stores and calibrations of other models in that folder are removed (they would never be used again).
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +29,9 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from atr_demo.audio import decode_audio
-from atr_demo.fileio import markdown_table
+from atr_demo.confidence import calibrate_gallery, calibration_path, model_digest, write_calibration
+from atr_demo.fileio import TensorStore, file_digest, markdown_table
+from atr_demo.gallery import index_gallery, model_fingerprint, shipped_embeddings_path
 
 logger = logging.getLogger(__name__)
 
@@ -111,19 +122,66 @@ def write_licences(corpus: Path, entries: list[dict[str, Any]], out: Path) -> No
     (out / "LICENSES.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def ship_embeddings(out: Path, model_name: str | None, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Embed the gallery in ``out`` with the model (reusing any matching shipped or cached embeddings),
+    write the shipped store and the calibration, remove other models' ones; returns a summary."""
+    from atr_demo.gallery import PRECISION_ENV
+    from atr_demo.model import load_model
+
+    os.environ[PRECISION_ENV] = "fp32"  # ship full-precision embeddings, whatever this CPU prefers
+    model = load_model(model_name)
+    with tempfile.TemporaryDirectory() as tmp:  # not the user's cache: it may hold bf16 embeddings
+        gallery = index_gallery(model, [out], cache_dir=cache_dir or Path(tmp), progress=True)
+    if gallery.skipped:
+        logger.warning("%d file(s) could not be embedded: %s", len(gallery.skipped), gallery.skipped)
+    fingerprint, digest = model_fingerprint(model), model_digest(model)
+    target = shipped_embeddings_path(out, fingerprint)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for old in target.parent.glob("*.safetensors"):
+        if old != target:
+            old.unlink()
+    target.unlink(missing_ok=True)
+    store = TensorStore(target, "shipped embeddings")
+    for f, e in zip(gallery.files, gallery.embeddings, strict=True):
+        store.put(file_digest(f), e)
+    store.save()
+    calibration = calibrate_gallery(model, gallery)
+    keep = calibration_path(out, digest)
+    for old in target.parent.glob("calibration-*.json"):
+        if old != keep:
+            old.unlink()
+    if calibration is not None:
+        write_calibration(out, digest, calibration)
+    logger.info("shipped %d embeddings to %s; calibration: %s", len(store), target, calibration)
+    return {"store": target, "entries": len(store), "calibration": calibration}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training bundle-gallery", description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", required=True, help="corpus folder (with manifest.jsonl)")
+    parser.add_argument("--corpus", default=None, help="corpus folder (with manifest.jsonl); needed unless "
+                        "--embeddings alone is asked for")
     parser.add_argument("--out", default="bundled_gallery", help="output folder")
     parser.add_argument("--split", default="test", help="corpus split to take clips from")
     parser.add_argument("--per-group", type=int, default=3, help="clips per recording group at most")
     parser.add_argument("--max-clips", type=int, default=200)
     parser.add_argument("--max-mb", type=float, default=20.0, help="size limit of the audio")
+    parser.add_argument("--embeddings", action="store_true",
+                        help="ship the gallery's embeddings and no-match calibration for --model (with --corpus: "
+                             "after copying the clips; without: for the clips already in --out)")
+    parser.add_argument("--model", default=None, help="model for --embeddings (default: the bundled checkpoint)")
     args = parser.parse_args(argv)
-    corpus, out = Path(args.corpus), Path(args.out)
+    out = Path(args.out)
+    if args.corpus is None:
+        if not args.embeddings:
+            parser.error("give --corpus DIR to copy clips, or --embeddings to embed the clips already in --out")
+        ship_embeddings(out, args.model)
+        return 0
+    corpus = Path(args.corpus)
     rows = choose_clips(read_manifest(corpus / "manifest.jsonl"), args.split, args.per_group, args.max_clips)
     entries = write_gallery(corpus, rows, out, int(args.max_mb * 1e6))
     write_licences(corpus, entries, out)
     size = sum(p.stat().st_size for p in (out / "audio").iterdir())
     logger.info("bundled gallery: %d clips, %.1f MB in %s", len(entries), size / 1e6, out)
+    if args.embeddings:
+        ship_embeddings(out, args.model)
     return 0

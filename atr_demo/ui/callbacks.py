@@ -134,12 +134,16 @@ def _result_row(
 @user_errors
 def search_text_cb(
     state: AppState, query: str, k: float = 10, mode: str = "cosine", session: Gallery | None = None
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
     """Text → audio: the ``k`` best gallery clips for ``query``, best first.
 
-    Returns a list of ``{"rank", "file", "name", "caption", "score", "source", "author",
-    "licence", "origin"}``; ``score`` is the cosine similarity, the negated ground-metric
-    distance, or the transport plan's conditional probability, depending on ``mode``.
+    Returns ``{"query", "mode", "results", "best_cosine", "no_good_match", "threshold"}``:
+    ``results`` is a list of ``{"rank", "file", "name", "caption", "score", "source", "author",
+    "licence", "origin"}`` whose ``score`` is the cosine similarity, the negated ground-metric
+    distance, or the transport plan's conditional probability, depending on ``mode``;
+    ``best_cosine`` is the best clip's cosine and ``no_good_match`` whether it is under the calibrated
+    ``threshold`` (:mod:`atr_demo.confidence`; ``None`` when the app has no calibration). The query
+    travels with its results, so a page never shows them under another query.
     """
     query = (query or "").strip()
     if not query:
@@ -154,16 +158,32 @@ def search_text_cb(
     hits = search_text(state.model, gallery, [query], k=k, mode=mode, anchors=anchors)[0]["results"]
     n_shared = len(state.gallery)
     index = {str(f): i for i, f in enumerate(gallery.files)}
-    return [
-        _result_row(rank, hit, hit["score"], "gallery" if index.get(hit["file"], 0) < n_shared else "yours",
-                    clip_name(state, hit["file"]))
-        for rank, hit in enumerate(hits, 1)
-    ]
+    best_cosine = float((gallery.embeddings @ state.model.embed_texts([query])[0]).max())
+    return {
+        "query": query,
+        "mode": mode,
+        "results": [
+            _result_row(rank, hit, hit["score"], "gallery" if index.get(hit["file"], 0) < n_shared else "yours",
+                        clip_name(state, hit["file"]))
+            for rank, hit in enumerate(hits, 1)
+        ],
+        **_match_verdict(state, best_cosine),
+    }
+
+
+def _match_verdict(state: AppState, best_cosine: float) -> dict[str, Any]:
+    """``best_cosine``, ``no_good_match`` (under the calibrated threshold; ``None`` without one), ``threshold``."""
+    threshold = state.no_match_threshold()
+    return {
+        "best_cosine": round(best_cosine, 6),
+        "no_good_match": None if threshold is None else bool(best_cosine < threshold),
+        "threshold": threshold,
+    }
 
 
 def search_as_you_type(
     state: AppState, query: str, k: float, mode: str, session: Gallery | None, enabled: bool
-) -> list[dict[str, Any]] | Any:
+) -> dict[str, Any] | Any:
     """Live search while typing: like :func:`search_text_cb`, but silent (``gr.skip()``) when
     disabled, when the query is shorter than 3 characters, or in the slower transport mode."""
     if not enabled or mode == "transport" or len((query or "").strip()) < 3:
@@ -180,11 +200,14 @@ def search_audio_cb(
     mode: str = "cosine",
     session: Gallery | None = None,
 ) -> dict[str, Any]:
-    """Audio → text: rank the gallery's captions plus user candidates for an uploaded clip.
+    """Audio → text: rank the user's candidate captions (among themselves) and the gallery's captions.
 
-    Returns ``{"captions": [{"rank", "caption", "score", "probability", "origin", "file"}],
-    "sounds": [result rows of the nearest gallery clips]}``. ``origin`` is ``"candidate"`` for
-    a user-supplied caption, ``"gallery"`` for a caption of the gallery (``file`` is its clip).
+    Returns ``{"candidates": [{"rank", "caption", "score", "probability", "origin"}], "captions":
+    [{"rank", "caption", "score", "probability", "origin", "file"}], "sounds": [result rows of the
+    nearest gallery clips], "best_cosine", "no_good_match", "threshold"}``. ``candidates`` ranks
+    only the typed captions (probabilities over them sum to 1; empty when none are typed);
+    ``captions`` ranks the gallery's captions (``file`` is the clip a caption belongs to);
+    ``no_good_match`` compares the best gallery caption's cosine with the calibrated threshold.
     """
     k, mode = _check_k(k, state.limits.max_k), _check_mode(mode)
     path = _file_path(audio)
@@ -192,28 +215,29 @@ def search_audio_cb(
         check_upload_size(state, path)
     query = state.embed_upload(path)
     texts, owners, emb = state.gallery_captions()
-    typed = dict.fromkeys(line.strip() for line in (candidates or "").splitlines() if line.strip())
-    user = [c for c in typed if c not in texts]
-    if user:
-        emb = torch.cat([state.model.embed_texts(user), emb])
-    all_texts = user + texts
-    if not all_texts:
+    user = list(dict.fromkeys(line.strip() for line in (candidates or "").splitlines() if line.strip()))
+    if not user and not texts:
         raise UserError("there are no captions to rank: type candidate captions, one per line")
-    origins = ["candidate"] * len(user) + ["gallery"] * len(texts)
-    files = [""] * len(user) + [clip_name(state, state.gallery.files[i]) for i in owners]
     gallery = state.combined(session)
     anchors = gallery.embeddings[:MAX_ANCHORS] if mode == "transport" else None
-    scores = score_matrix(
-        query, emb, mode=mode, metric=state.model.metric, eps=state.model.config.eps,
-        anchors=anchors, mass=state.model.config.mass,
-    )
-    probs = scores_to_probabilities(scores, mode, state.model.config.eps)
-    values, idx = top_k(scores, k)
-    captions = [
-        {"rank": r, "caption": all_texts[j], "score": float(v), "probability": float(probs[0, j]),
-         "origin": origins[j], "file": files[j]}
-        for r, (v, j) in enumerate(zip(values[0].tolist(), idx[0].tolist(), strict=True), 1)
-    ]
+
+    def rank(embeddings: torch.Tensor, captions: list[str], files: list[str] | None) -> list[dict[str, Any]]:
+        scores = score_matrix(
+            query, embeddings, mode=mode, metric=state.model.metric, eps=state.model.config.eps,
+            anchors=anchors, mass=state.model.config.mass,
+        )
+        probs = scores_to_probabilities(scores, mode, state.model.config.eps)
+        values, idx = top_k(scores, k)
+        return [
+            {"rank": r, "caption": captions[j], "score": float(v), "probability": float(probs[0, j]),
+             "origin": "candidate" if files is None else "gallery", **({} if files is None else {"file": files[j]})}
+            for r, (v, j) in enumerate(zip(values[0].tolist(), idx[0].tolist(), strict=True), 1)
+        ]
+
+    ranked_candidates = rank(state.model.embed_texts(user), user, None) if user else []
+    captions = rank(emb, texts, [clip_name(state, state.gallery.files[i]) for i in owners]) if texts else []
+    verdict = _match_verdict(state, float((emb @ query[0]).max())) if texts else {
+        "best_cosine": None, "no_good_match": None, "threshold": state.no_match_threshold()}
     sounds: list[dict[str, Any]] = []
     if len(gallery):
         g_scores = score_matrix(query, gallery.embeddings, mode="metric" if mode == "metric" else "cosine",
@@ -225,7 +249,7 @@ def search_audio_cb(
                         clip_name(state, gallery.files[i]))
             for r, (v, i) in enumerate(zip(g_values[0].tolist(), g_idx[0].tolist(), strict=True), 1)
         ]
-    return {"captions": captions, "sounds": sounds}
+    return {"candidates": ranked_candidates, "captions": captions, "sounds": sounds, **verdict}
 
 
 def _templates(template: str) -> list[str]:

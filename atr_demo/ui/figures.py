@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from atr_demo.ui.render import shorten
+from atr_demo.ui.render import col_key, row_key, shorten
 
 
 def zero_shot_figure(results: list[dict[str, Any]]) -> Figure:
@@ -34,25 +34,33 @@ def zero_shot_figure(results: list[dict[str, Any]]) -> Figure:
 
 
 def transport_figure(data: dict[str, Any]) -> Figure:
-    """Cosine-similarity matrix beside the transport plan; the plan's best match per row is boxed."""
+    """Cosine-similarity matrix beside the transport plan; the plan's best match per row is boxed.
+
+    Axes are titled, both colour bars labelled; tick labels are the keys (1, 2, … for clips; A, B, …
+    for captions) and a shortened label; the summary's legend table gives every label in full.
+    """
     n, m = len(data["files"]), len(data["captions"])
-    ylabels = [shorten(f, 28) for f in data["files"]]
-    xlabels = [shorten(c, 34) for c in data["captions"]]
-    fig = Figure(figsize=(max(9.0, 1.3 * m + 5.5), max(4.0, 0.5 * n + 3.2)), layout="constrained")
+    ylabels = [f"{row_key(i)}  {shorten(f, 32)}" for i, f in enumerate(data["files"])]
+    xlabels = [f"{col_key(j)}  {shorten(c, 34)}" for j, c in enumerate(data["captions"])]
+    fig = Figure(figsize=(max(9.0, 1.3 * m + 5.5), max(4.0, 0.5 * n + 3.6)), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     plan = torch.tensor(data["plan"])
     panels = (
-        (axes[0], torch.tensor(data["cosine"]), "cosine similarity", "viridis"),
-        (axes[1], plan, f"transport plan π (ε = {data['eps']:g}, mass = {data['mass']:g})", "magma"),
+        (axes[0], torch.tensor(data["cosine"]), "cosine similarity", "cosine similarity ⟨audio, text⟩", "viridis"),
+        (axes[1], plan, f"transport plan π (ε = {data['eps']:g}, mass = {data['mass']:g})",
+         "plan mass π_ij (all entries sum to the mass)", "magma"),
     )
-    for ax, values, title, cmap in panels:
+    for ax, values, title, bar_label, cmap in panels:
         image = ax.imshow(values.numpy(), cmap=cmap, aspect="auto")
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        bar = fig.colorbar(image, ax=ax, shrink=0.8)
+        bar.set_label(bar_label, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(m), xlabels, rotation=40, ha="right", fontsize=8)
         ax.set_yticks(range(n), ylabels, fontsize=8)
+        ax.set_xlabel("captions (columns; full text in the legend below)", fontsize=9)
         for i, j in enumerate(data["best_match"]):
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#00e5ff", lw=2))
+    axes[0].set_ylabel("gallery clips (rows)", fontsize=9)
     axes[1].tick_params(labelleft=False)
     if n * m <= 64:
         for i in range(n):

@@ -1,4 +1,4 @@
-"""What the UI shows from callback results: Markdown lines and tables, result-slot updates, the model panel."""
+"""What the UI shows from callback results: Markdown lines and tables, the results HTML, the model panel."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import html
 import re
 from pathlib import Path
 from typing import Any
-
-import gradio as gr
+from urllib.parse import quote
 
 from atr_demo.fileio import markdown_table
 from atr_demo.ui.state import AppState
@@ -25,50 +24,121 @@ def shorten(text: str, width: int = 38) -> str:
 
 
 def describe_result(row: dict[str, Any]) -> str:
-    """Markdown line under a result's audio player: caption, score, source, author, licence."""
+    """One Markdown line for a result: caption, score, source, author, licence (escaped)."""
     caption = as_text(row["caption"]) if row.get("caption") else f"*{as_text(row.get('name', ''))}* (no caption)"
     bits = [f"score **{row['score']:.4f}**", f"`{row.get('name', '')}`"]
-    if row.get("source"):
-        bits.append(f"source: {row['source']}")
-    if row.get("author"):
-        bits.append(f"by {row['author']}")
-    if row.get("licence"):
-        bits.append(f"licence: {row['licence']}")
+    for key, label in (("source", "source: "), ("author", "by "), ("licence", "licence: ")):
+        if row.get(key):
+            bits.append(f"{label}{as_text(row[key])}")
     if row.get("origin") == "yours":
         bits.append("your upload")
     return f"**{row['rank']}.** {caption}  \n" + " · ".join(bits)
 
 
-def render_slots(results: list[dict[str, Any]] | None, n_slots: int) -> list[Any]:
-    """Updates for ``n_slots`` (row, audio, markdown) triples from result rows."""
-    results = results or []
-    rows, audios, texts = [], [], []
-    for i in range(n_slots):
-        if i < len(results):
-            r = results[i]
-            rows.append(gr.update(visible=True))
-            audios.append(gr.update(value=r["file"], label=f"{r['rank']}. {r['name']}"))
-            texts.append(describe_result(r))
-        else:
-            rows.append(gr.update(visible=False))
-            audios.append(None)
-            texts.append("")
-    return rows + audios + texts
-
-
 def results_status(results: list[dict[str, Any]] | None, query: str, mode: str) -> str:
-    """One line above the results: how many, for which query, scored how."""
+    """One line: how many results, for which query, scored how (see :func:`search_status` for the app's)."""
     if not results:
         return ""
     return f"**{len(results)}** result(s) for “{as_text(shorten(query, 80))}” — {mode} scoring"
 
 
-def caption_table(result: dict[str, Any] | None) -> list[list[Any]]:
-    """Rows (rank, caption, score, probability, origin) for the audio → text table."""
+def caption_table(result: dict[str, Any] | None, key: str = "captions") -> list[list[Any]]:
+    """Rows (rank, caption, score, probability) of ``result[key]`` (``"captions"``: the gallery's,
+    ``"candidates"``: the user's own) for the audio → text tables."""
     return [
-        [c["rank"], c["caption"], round(c["score"], 4), round(c["probability"], 4), c["origin"]]
-        for c in (result or {}).get("captions", [])
+        [c["rank"], c["caption"], round(c["score"], 4), round(c["probability"], 4)]
+        for c in (result or {}).get(key) or []
     ]
+
+
+#: One line per scoring mode: what a score means.
+SCORE_MEANINGS = {
+    "cosine": "cosine similarity of query and clip in the joint space (−1…1, higher is closer)",
+    "metric": "minus the learned ground-metric distance between query and clip (0 is identical, higher is closer)",
+    "transport": "share of the query's mass the optimal-transport plan sends to this item when the query competes "
+                 "with the gallery's reference queries for it (0…1, sums to 1 over all items)",
+}
+
+
+def score_meaning(mode: str, calibration: dict[str, Any] | None = None) -> str:
+    """One line explaining the scores of ``mode`` (with the unrelated-pair level when calibrated)."""
+    line = SCORE_MEANINGS.get(mode, mode)
+    if mode == "cosine" and calibration:
+        line += f"; unrelated caption–clip pairs stay under {calibration['threshold']:.2f} 19 times in 20"
+    return line
+
+
+def match_note(payload: dict[str, Any] | None, calibration: dict[str, Any] | None) -> str:
+    """A "no good match" warning when the best cosine is under the calibrated threshold, else ``""``."""
+    if not payload or not payload.get("no_good_match"):
+        return ""
+    rates = ""
+    if calibration:
+        rates = (f" (calibrated on held-out clips: this flags {calibration['present_flagged']:.0%} of queries "
+                 f"that do have a match and {calibration['absent_flagged']:.0%} of those that don't, so treat it "
+                 "as a hint)")
+    return (f"⚠️ **No good match**: the best cosine, {payload['best_cosine']:.2f}, is below "
+            f"{payload['threshold']:.2f}, a score 1 in 20 unrelated caption–clip pairs reaches{rates}.")
+
+
+def search_status(payload: dict[str, Any] | None, calibration: dict[str, Any] | None = None) -> str:
+    """Markdown above the results: how many, for which query (carried with the results), scored how."""
+    if not payload:
+        return ""
+    results = payload.get("results") or []
+    lines = [f"**{len(results)}** result(s) for “{as_text(shorten(payload['query'], 80))}” — "
+             f"{payload['mode']} scoring: {score_meaning(payload['mode'], calibration)}."]
+    note = match_note(payload, calibration)
+    if note:
+        lines.append(note)
+    return "  \n".join(lines)
+
+
+def file_url(path: str | None) -> str | None:
+    """The URL Gradio serves an allowed file at (relative to the page), or ``None``."""
+    return f"gradio_api/file={quote(str(path))}" if path else None
+
+
+def results_html(rows: list[dict[str, Any]] | None, query: str = "") -> str:
+    """The ranked results as one HTML list: caption, score, details and a lazy ``<audio preload="none">``.
+
+    ``rows`` are result rows whose ``file`` is the server path to play (:func:`~atr_demo.ui.callbacks.playable`)
+    or ``None`` (no player). Every text is escaped. One component for all results renders much
+    faster than one audio player component per result.
+    """
+    if not rows:
+        return ""
+    items = []
+    for r in rows:
+        caption = as_text(r["caption"]) if r.get("caption") else f"<i>{as_text(r.get('name', ''))}</i> (no caption)"
+        bits = [f"<code>{as_text(r.get('name', ''))}</code>"]
+        for key, label in (("source", "source: "), ("author", "by "), ("licence", "licence: ")):
+            if r.get(key):
+                bits.append(f"{label}{as_text(r[key])}")
+        if r.get("origin") == "yours":
+            bits.append("your upload")
+        url = file_url(r.get("file"))
+        player = (f'<audio controls preload="none" src="{html.escape(url)}"></audio>' if url
+                  else '<span class="no-audio">(audio not available)</span>')
+        items.append(
+            f'<li class="result-slot"><div class="result-head"><b>{r["rank"]}.</b> {caption} '
+            f'<span class="result-score">score {r["score"]:.4f}</span></div>{player}'
+            f'<div class="result-meta">{" · ".join(bits)}</div></li>'
+        )
+    return (f'<ol class="atr-results" data-query="{html.escape(query)}">' + "".join(items) + "</ol>")
+
+
+def zero_shot_table(results: list[dict[str, Any]] | None) -> list[list[Any]]:
+    """Rows (file, rank, label, probability) of zero-shot results; a file that could not be labelled
+    gets one row with its reason (e.g. silence) in the label column."""
+    rows: list[list[Any]] = []
+    for r in results or []:
+        if r.get("error") or not r.get("labels"):
+            rows.append([r.get("name", ""), "", r.get("error") or "no labels", ""])
+            continue
+        for rank, x in enumerate(r["labels"], 1):
+            rows.append([r.get("name", ""), rank, x["label"].replace("_", " "), f"{x['probability']:.1%}"])
+    return rows
 
 
 def transport_summary(data: dict[str, Any]) -> str:
@@ -87,9 +157,31 @@ def transport_summary(data: dict[str, Any]) -> str:
     for i, j in enumerate(data["best_match"]):
         row_sum = sum(data["plan"][i]) or 1.0
         share = data["plan"][i][j] / row_sum
-        best.append([f"`{data['files'][i]}`", shorten(data["captions"][j], 70), f"{share:.1%}"])
-    lines.append(markdown_table(["clip", "plan's best caption", "share of the clip's mass"], best))
+        best.append([f"{i + 1}. `{data['files'][i]}`", f"{col_key(j)}. {cell(data['captions'][j])}", f"{share:.1%}"])
+    lines.append(markdown_table(["clip (row)", "plan's best caption (column)", "share of the clip's mass"], best))
+    lines += ["", "**Captions (columns)**", ""]
+    lines.append(markdown_table(["key", "caption"], [[col_key(j), cell(c)] for j, c in enumerate(data["captions"])]))
     return "\n".join(lines)
+
+
+def row_key(i: int) -> str:
+    """Key of the ``i``-th clip (row) in the heatmap and its legend: 1, 2, 3, …"""
+    return str(i + 1)
+
+
+def col_key(j: int) -> str:
+    """Key of the ``j``-th caption (column): A, B, …, Z, AA, AB, …"""
+    key = ""
+    j += 1
+    while j:
+        j, r = divmod(j - 1, 26)
+        key = chr(65 + r) + key
+    return key
+
+
+def cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (escaped, ``|`` and newlines neutralised)."""
+    return as_text(" ".join(str(text).split())).replace("|", "\\|")
 
 
 def model_card_metrics(source: str | Path | None) -> str:
@@ -104,6 +196,15 @@ def model_card_metrics(source: str | Path | None) -> str:
     sections = re.split(r"(?m)^(?=## )", text)
     keep = [s for s in sections if re.match(r"## .*(evaluat|metric|result)", s, flags=re.I)]
     return "\n".join(s.strip() for s in keep)
+
+
+def _calibration_line(calibration: dict[str, Any] | None) -> str:
+    """The no-match threshold and how it was calibrated, in one table cell."""
+    if not calibration:
+        return "not calibrated (the gallery has too few captioned clips)"
+    return (f"cosine {calibration['threshold']:.3f}: {calibration['level']:.0%} of unrelated caption–clip pairs of "
+            f"{calibration['clips']} held-out clips score lower; it flags {calibration['present_flagged']:.0%} of "
+            f"their captions with the clip present, {calibration['absent_flagged']:.0%} with it removed")
 
 
 def model_info_markdown(state: AppState) -> str:
@@ -126,10 +227,15 @@ def model_info_markdown(state: AppState) -> str:
         ["training loss", str(cfg.loss)],
         ["ε / transported mass", f"{cfg.eps:g} / {cfg.mass:g}"],
         ["default scoring", str(cfg.scoring)],
+        ["scoring modes offered", ", ".join(state.modes) + ("" if "metric" in state.modes else
+                                  " (metric scoring ranks exactly like cosine: M is a multiple of the identity)")],
+        ["“no good match” below", _calibration_line(state.calibration)],
         ["sample rate", f"{state.model.sample_rate} Hz"],
         ["gallery", f"{len(state.gallery)} clips from {', '.join(f'`{r.name}/`' for r in state.roots) or '—'}"],
     ]
-    lines = [f"### {cfg.name}", "", markdown_table(["setting", "value"], settings), ""]
+    lines = [f"### {cfg.name}", "", markdown_table(["setting", "value"], settings), "", "**What the scores mean**", ""]
+    lines += [f"- *{mode}*: {score_meaning(mode, state.calibration)}." for mode in state.modes]
+    lines.append("")
     metrics = model_card_metrics(source)
     lines.append(
         metrics or "*No evaluation metrics: the model has no model card (README.md) with an evaluation section.*"

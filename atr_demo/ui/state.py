@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -13,10 +14,20 @@ from typing import Any
 import torch
 
 from atr_demo.audio import load_audio
+from atr_demo.confidence import (
+    calibrate_gallery,
+    caption_owners,
+    check_not_silent,
+    metric_ranks_like_cosine,
+    model_digest,
+    read_calibration,
+)
 from atr_demo.errors import ATRError
-from atr_demo.gallery import Gallery, index_gallery
+from atr_demo.gallery import Gallery, index_gallery, model_fingerprint
+from atr_demo.gallery import clip_captions as clip_captions  # re-exported for the callbacks
 from atr_demo.limits import Limits
 from atr_demo.model import ATRModel
+from atr_demo.retrieval import MODES
 from atr_demo.search import text_anchors
 from atr_demo.ui.errors import UserError
 from atr_demo.zeroshot import ESC50_CLASSES, LabelSet, embed_labels
@@ -43,6 +54,9 @@ class AppState:
         max_upload_s: longest accepted upload / recording in seconds.
         model_ref: how the model was asked for (``--model`` and revision), for the model panel.
         limits: per-request bounds (files, prompts, upload size, k; see :mod:`atr_demo.limits`).
+        calibration: the "no good match" calibration (:func:`atr_demo.confidence.calibrate_no_match`):
+            shipped with the gallery for this model, else computed from the gallery's captions by
+            :meth:`warm_up`; ``None`` until then or when the gallery has too few captions.
     """
 
     model: ATRModel
@@ -57,9 +71,41 @@ class AppState:
     _captions: tuple[list[str], list[int], torch.Tensor] | None = field(default=None, repr=False)
     _labels: dict[tuple[tuple[str, ...], tuple[str, ...]], LabelSet] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    calibration: dict[str, Any] | None = None
+    _calibrated: bool = field(default=False, repr=False)
+    _warm: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
         self.max_upload_s = min(float(self.max_upload_s), float(self.model.config.max_duration_s))
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The model's embedding fingerprint (:func:`atr_demo.gallery.model_fingerprint`), computed once."""
+        return model_fingerprint(self.model)
+
+    @property
+    def modes(self) -> list[str]:
+        """Scoring modes worth offering: ``metric`` only when it ranks differently from cosine
+        (the ground metric ``M`` is not a multiple of the identity)."""
+        if metric_ranks_like_cosine(self.model.metric):
+            return [m for m in MODES if m != "metric"]
+        return list(MODES)
+
+    def no_match_threshold(self) -> float | None:
+        """The cosine under which a best match is "no good match" (``None``: not calibrated)."""
+        return float(self.calibration["threshold"]) if self.calibration else None
+
+    def calibrate(self) -> dict[str, Any] | None:
+        """Compute the calibration from the gallery's own captions when none was shipped (once)."""
+        if not self._calibrated:
+            if self.calibration is None and len(self.gallery):
+                texts, _, emb = self.gallery_captions()
+                self.calibration = calibrate_gallery(self.model, self.gallery, emb) if texts else None
+                if self.calibration:
+                    logger.info("no-match threshold %.3f computed from the gallery's captions",
+                                self.calibration["threshold"])
+            self._calibrated = True
+        return self.calibration
 
     @property
     def mode_default(self) -> str:
@@ -77,13 +123,9 @@ class AppState:
         """Every distinct caption of the gallery, the clip it belongs to, and its embedding (cached)."""
         with self._lock:
             if self._captions is None:
-                seen: dict[str, int] = {}
-                for i, meta in enumerate(self.gallery.metadata):
-                    for caption in clip_captions(meta):
-                        seen.setdefault(caption, i)
-                texts = list(seen)
+                texts, owners = caption_owners(self.gallery)
                 emb = self.model.embed_texts(texts) if texts else torch.empty(0, self.model.config.embed_dim)
-                self._captions = (texts, list(seen.values()), emb)
+                self._captions = (texts, [o[0] for o in owners], emb)
             return self._captions
 
     def label_set(self, labels: Sequence[str], templates: Sequence[str]) -> LabelSet:
@@ -101,11 +143,23 @@ class AppState:
         return label_set
 
     def warm_up(self) -> None:
-        """Fill the caches the first requests need (transport anchors, caption and ESC-50 label embeddings)."""
-        if len(self.gallery):
-            self.text_anchors()
-            self.gallery_captions()
-        self.label_set(list(ESC50_CLASSES), list(self.model.config.prompt_templates) or [DEFAULT_TEMPLATE])
+        """Fill the caches the first requests need (transport anchors, caption and ESC-50 label
+        embeddings, the no-match calibration). Safe to run in a background thread while serving:
+        a request that needs a cache meanwhile computes it (or waits for it) itself."""
+        try:
+            if len(self.gallery):
+                self.text_anchors()
+                self.gallery_captions()
+                self.calibrate()
+            self.label_set(list(ESC50_CLASSES), list(self.model.config.prompt_templates) or [DEFAULT_TEMPLATE])
+        finally:
+            self._warm.set()
+
+    def warm_up_in_background(self) -> threading.Thread:
+        """Run :meth:`warm_up` in a daemon thread (the page is served meanwhile); returns the thread."""
+        thread = threading.Thread(target=self.warm_up, name="atr-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def combined(self, session: Gallery | None) -> Gallery:
         """The shared gallery plus a session's own uploads."""
@@ -118,6 +172,7 @@ class AppState:
         if path is None or str(path).strip() == "":
             raise UserError("no audio given: upload a file or record a clip first")
         wave = load_audio(path, self.model.sample_rate, self.max_upload_s)
+        check_not_silent(wave, Path(path).name)
         with torch.inference_mode():
             self.model.eval()
             return self.model.encode_audio([wave]).cpu()
@@ -144,13 +199,8 @@ def make_state(
         model=model, gallery=gallery, roots=roots,
         cache_dir=Path(cache_dir) if cache_dir else None, max_upload_s=max_upload_s,
         limits=limits or Limits(max_upload_s=max_upload_s),
+        calibration=read_calibration(roots, model_digest(model)),
     )
-
-
-def clip_captions(meta: dict[str, Any]) -> list[str]:
-    """All non-blank captions of one clip's metadata (``captions`` list, else ``caption``), stripped."""
-    captions = meta.get("captions") or ([meta["caption"]] if meta.get("caption") else [])
-    return [str(c).strip() for c in captions if str(c).strip()]
 
 
 def clip_choices(gallery: Gallery) -> list[str]:
