@@ -101,11 +101,14 @@ def offline_hub_cache(
 def make_tiny_roberta(directory: Path) -> Path:
     """Save a randomly initialised 2-layer RoBERTa with a byte-level BPE tokenizer (the 256
     byte symbols, no merges) to ``directory``: roberta-base's architecture and tokenizer type."""
-    from tokenizers.pre_tokenizers import ByteLevel
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
+    # GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for chr(256 + i)
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    symbols = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-    for symbol in sorted(ByteLevel.alphabet()):
+    for symbol in sorted(symbols):
         vocab.setdefault(symbol, len(vocab))
     directory.mkdir(parents=True, exist_ok=True)
     RobertaTokenizerFast(vocab=vocab, merges=[]).save_pretrained(directory)
