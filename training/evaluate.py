@@ -414,16 +414,16 @@ def main(argv: list[str] | None = None) -> int:
         bad = [m for m in modes if m not in MODES]
         if bad:
             raise ConfigError(f"unknown scoring mode(s) {bad}; choose from {MODES}")
+        if args.batch_size < 1 or args.text_batch_size < 1:
+            raise ConfigError(f"--batch-size and --text-batch-size must be at least 1, got "
+                              f"{args.batch_size} and {args.text_batch_size}")
+        device = resolve_device(args.device)  # before any data is read: a missing GPU fails at once
         clips = load_eval_clips(args.data, args.split, args.packages)
         languages = [lang for lang in (args.languages or "").split(",") if lang]
         if languages:
             clips = [c for c in clips if all(language_captions(c, lang) for lang in languages)]
             if not clips:
                 raise ConfigError(f"no clip has captions in all of {languages}")
-        if args.batch_size < 1 or args.text_batch_size < 1:
-            raise ConfigError(f"--batch-size and --text-batch-size must be at least 1, got "
-                              f"{args.batch_size} and {args.text_batch_size}")
-        device = resolve_device(args.device)
         train_clips = load_eval_clips(args.train_data, args.train_split) if args.train_data else None
         model = load_model(args.model, args.revision).to(device)
         result = evaluate_clips(model, clips, modes, args.batch_size, not args.json, languages, train_clips,
