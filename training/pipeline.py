@@ -198,7 +198,8 @@ class EpochBatchSampler(Sampler[list[Item]]):
 # -- decoding --------------------------------------------------------------------------------
 
 def load_clip_window(clip: Clip, sample_rate: int, max_duration_s: float,
-                     crop_rng: random.Random | None = None) -> torch.Tensor:
+                     crop_rng: random.Random | None = None,
+                     durations: dict[str, float | None] | None = None) -> torch.Tensor:
     """Mono waveform (samples,) at ``sample_rate`` of at most ``max_duration_s`` seconds of a
     clip's segment, decoding no more of the file than that.
 
@@ -207,7 +208,7 @@ def load_clip_window(clip: Clip, sample_rate: int, max_duration_s: float,
     ``max_duration_s`` is cropped at an offset drawn uniformly from [0, length − max_duration_s]
     (the length from the file's header: exact for wav/flac/ogg, FFmpeg's estimate otherwise). A
     mixture loads both sources this way (one ``crop_rng`` draw each) and mixes them
-    (:func:`training.datasets.mix_waveforms`).
+    (:func:`training.datasets.mix_waveforms`). ``durations`` memoises the header lengths by path.
 
     Unlike :func:`training.datasets.load_clip_audio` (whole-file decode, then cut; the feature
     cache's keys and stored results rest on it), the cut happens before resampling, so samples
@@ -215,14 +216,18 @@ def load_clip_window(clip: Clip, sample_rate: int, max_duration_s: float,
     no resampling is needed).
     """
     if clip.mix_of is not None:
-        a = load_clip_window(clip.mix_of[0], sample_rate, max_duration_s, crop_rng)
-        b = load_clip_window(clip.mix_of[1], sample_rate, max_duration_s, crop_rng)
+        a = load_clip_window(clip.mix_of[0], sample_rate, max_duration_s, crop_rng, durations)
+        b = load_clip_window(clip.mix_of[1], sample_rate, max_duration_s, crop_rng, durations)
         return mix_waveforms(a, b, clip.gain_db)
     offset = 0.0
     if crop_rng is not None:
         length = clip.duration_s
         if length is None:
-            total = audio_duration(clip.audio)
+            if durations is None:
+                durations = {}
+            if clip.audio not in durations:
+                durations[clip.audio] = audio_duration(clip.audio)
+            total = durations[clip.audio]
             length = None if total is None else total - clip.start_s
         if length is not None and length > max_duration_s:
             offset = crop_rng.uniform(0.0, length - max_duration_s)
@@ -253,11 +258,13 @@ class ClipAudioDataset(Dataset[Loaded]):
 
     def __init__(self, sample_rate: int, max_duration_s: float, crop: str = "head", seed: int = 0) -> None:
         self.sample_rate, self.max_duration_s, self.crop, self.seed = sample_rate, max_duration_s, crop, seed
+        self.durations: dict[str, float | None] = {}  # header lengths, per worker process
 
     def __getitem__(self, item: Item) -> Loaded:  # type: ignore[override]
         rng = random.Random(seed_of(self.seed, item.epoch, item.index, "crop")) if self.crop == "random" else None
         try:
-            return Loaded(item, load_clip_window(item.clip, self.sample_rate, self.max_duration_s, rng))
+            wave = load_clip_window(item.clip, self.sample_rate, self.max_duration_s, rng, self.durations)
+            return Loaded(item, wave)
         except ATRError as exc:
             return Loaded(item, None, str(exc))
 
