@@ -23,6 +23,7 @@ from atr_demo.limits import Limits, check_k
 from atr_demo.model import load_model
 from atr_demo.search import display_name, search_text
 from atr_demo.ui import callbacks, render
+from atr_demo.ui.serving import is_refused, served_paths
 from atr_demo.zeroshot import check_template, embed_labels, load_labels
 
 from tests.helpers import write_tone
@@ -338,3 +339,16 @@ def test_only_gallery_audio_is_served_over_http(served: tuple[str, ui.AppState])
     for name in (".env", "secret.txt", "gallery.jsonl", ".hidden.wav", ".private/dot-folder.wav"):
         assert _status(f"{base}/gradio_api/file={root / name}") == 403, name
     assert _status(f"{base}/gradio_api/file={root}/../{root.name}/.env") == 403
+
+
+def test_gallery_file_guard_refuses_everything_but_served_audio(state: ui.AppState) -> None:
+    root = str(state.roots[0])
+    served = served_paths(state.gallery.files)
+    for path in (f"{root}/beep.wav", f"{root}/sub/chirp.wav"):
+        assert not is_refused(f"/gradio_api/file={path}", [root], served)
+    for path in (f"{root}/.env", f"{root}/gallery.jsonl", f"{root}/sub/../secret.txt", root, f"{root}/sub"):
+        assert is_refused(f"/gradio_api/file={path}", [root], served), path
+    assert not is_refused("/gradio_api/file=/tmp/gradio/abc/upload.wav", [root], served)  # not a gallery path
+    assert not is_refused(f"/gradio_api/info{root}/.env", [root], served)  # not the file route
+    options = ui.launch_options(state)
+    assert options["allowed_paths"] == [root] and options["max_file_size"] == 50_000_000
