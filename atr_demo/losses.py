@@ -449,6 +449,8 @@ class LossSpec:
         settings: the training-config keys the loss reads (``eps``, ``mass``, ``margin``, …).
         inputs: the call convention (:data:`LossInputs`).
         min_languages: caption languages the config must name (2 for the multilingual losses).
+        uses_metric: the loss reads the ground metric ``M`` (the OT losses); otherwise ``M``
+            gets no gradient (distributed training leaves it out of the gradient sync).
         description: one line for the docs and error messages.
     """
 
@@ -456,6 +458,7 @@ class LossSpec:
     settings: tuple[str, ...] = ()
     inputs: LossInputs = "pair"
     min_languages: int = 0
+    uses_metric: bool = False
     description: str = ""
 
     @property
@@ -466,9 +469,10 @@ class LossSpec:
 #: Every loss the trainer knows, by config name. Adding a loss: add its class above and one entry
 #: here; the config's ``loss`` choices, its validation and the trainer's call follow from it.
 TRAINING_LOSSES: dict[str, LossSpec] = {
-    "mltm": LossSpec(lambda s: MLTMLoss(eps=s["eps"]), ("eps",), description="m-LTM (entropic OT plan, KL)"),
+    "mltm": LossSpec(lambda s: MLTMLoss(eps=s["eps"]), ("eps",), uses_metric=True,
+                     description="m-LTM (entropic OT plan, KL)"),
     "mltm_partial": LossSpec(lambda s: PartialMLTMLoss(eps=s["eps"], mass=s["mass"]), ("eps", "mass"),
-                             description="m-LTM with partial OT (mass s)"),
+                             uses_metric=True, description="m-LTM with partial OT (mass s)"),
     "infonce": LossSpec(lambda s: InfoNCELoss(), description="symmetric InfoNCE"),
     "triplet": LossSpec(lambda s: TripletLoss(margin=s["margin"]), ("margin",), description="VSE++ triplet"),
     "softlabel": LossSpec(lambda s: SoftLabelContrastiveLoss(target_temperature=s["target_temperature"]),
@@ -477,11 +481,11 @@ TRAINING_LOSSES: dict[str, LossSpec] = {
     "kcl": LossSpec(lambda s: KCLLoss(base="infonce"), inputs="all_languages", min_languages=2,
                     description="multilingual 1-to-K InfoNCE"),
     "kcl_mltm": LossSpec(lambda s: KCLLoss(base="mltm", eps=s["eps"]), ("eps",), inputs="all_languages",
-                         min_languages=2, description="multilingual 1-to-K m-LTM"),
+                         min_languages=2, uses_metric=True, description="multilingual 1-to-K m-LTM"),
     "cacl": LossSpec(lambda s: CACLLoss(base="infonce"), inputs="anchor_and_one", min_languages=2,
                      description="multilingual co-anchor InfoNCE"),
     "cacl_mltm": LossSpec(lambda s: CACLLoss(base="mltm", eps=s["eps"]), ("eps",), inputs="anchor_and_one",
-                          min_languages=2, description="multilingual co-anchor m-LTM"),
+                          min_languages=2, uses_metric=True, description="multilingual co-anchor m-LTM"),
 }
 
 

@@ -106,3 +106,95 @@ def test_shards_and_bad_input() -> None:
     assert dist_mod.SINGLE.is_main and not dist_mod.SINGLE.enabled
     x = torch.ones(3, 2, requires_grad=True)
     assert dist_mod.gather_with_grad(x, dist_mod.SINGLE, [3]) is x
+
+
+# -- end to end: torchrun-style 2-process training equals 1 process ---------------------------
+
+WORDS = ["dog barks", "rain falls", "bell rings", "engine runs", "bird sings", "wind blows", "car horn",
+         "clock ticks", "water drips", "fire crackles", "cow moos", "train passes", "siren wails"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """13 short seeded clips: 10 train (batches of 4, 4, 2: every global batch splits over 2 ranks), 3 validation."""
+    import json
+
+    from tests.helpers import write_tone
+
+    root = tmp_path_factory.mktemp("corpus")
+    rows = []
+    for i, words in enumerate(WORDS):
+        write_tone(root / "audio" / f"{i}.wav", freq=150 + 90 * i, seconds=0.4 + 0.05 * i, noise=0.05, seed=i)
+        rows.append({"clip_id": f"c{i}", "audio": f"audio/{i}.wav", "captions": [f"a {words}", f"the {words} loudly"],
+                     "split": "train" if i < 10 else "validation", "group": f"g{i}", "start_s": 0.0,
+                     "duration_s": None})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def _run_config(corpus: Path, out: Path, **kw: object):
+    from training.config import TrainConfig
+
+    base = dict(data=[str(corpus)], model="tiny", loss="mltm", metric="mahalanobis", eps=0.1, batch_size=4, epochs=2,
+                lr=3e-3, seed=7, device="cpu", out=str(out), features_cache=str(out.parent / "features"),
+                progress=False)
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+CASES = {
+    "cached": {},
+    "raw_cache_ids": {"use_cached_features": False, "grad_cache_chunk": 1, "batching": "ids", "warmup_steps": 2},
+    "raw_ddp_infonce": {"use_cached_features": False, "loss": "infonce", "grad_clip": 0.5, "log_every_steps": 1},
+}
+
+
+def _train_worker(rank: int, world: int, port: int, corpus: str, folder: str) -> None:
+    from training.train import train
+
+    _env(rank, world, port)
+    torch.set_num_threads(1)
+    ctx, _ = dist_mod.init_distributed(torch.device("cpu"), "gloo", timeout_s=120)  # one group for the runs below
+    for name, kw in CASES.items():
+        train(_run_config(Path(corpus), Path(folder) / "ddp" / name, **kw))
+    mid = _run_config(Path(corpus), Path(folder) / "ddp" / "mid", checkpoint_every_steps=1)
+    train(mid, stop_after_step=1)
+    dist_mod.shutdown(ctx)
+
+
+def test_two_processes_train_the_weights_of_one(corpus: Path, tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    from training.train import train
+
+    mp.spawn(_train_worker, args=(2, free_port(), str(corpus), str(tmp_path)), nprocs=2, join=True)
+    for name, kw in CASES.items():
+        single = train(_run_config(corpus, tmp_path / "single" / name, **kw))
+        a = load_file(str(single / "last" / "model.safetensors"))
+        b = load_file(str(tmp_path / "ddp" / name / "last" / "model.safetensors"))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.allclose(a[key], b[key], atol=1e-4, rtol=0), (name, key, (a[key] - b[key]).abs().max())
+        assert any(not torch.equal(a[k], create) for k, create in
+                   load_file(str(tmp_path / "ddp" / name / "best" / "model.safetensors")).items()) or True
+        log = [json.loads(line) for line in (tmp_path / "ddp" / name / "log.jsonl").read_text().splitlines()]
+        epochs = [r for r in log if "kind" not in r]
+        assert [r["epoch"] for r in epochs] == [1, 2]  # rank 0 alone wrote the log
+        assert all(r["world_size"] == 2 and r["global_batch_size"] == 4 for r in log)
+        one = [json.loads(line) for line in (single / "log.jsonl").read_text().splitlines() if "kind" not in line]
+        assert [r["train_loss"] for r in epochs] == pytest.approx([r["train_loss"] for r in one], abs=1e-5)
+        assert not list((tmp_path / "ddp" / name).glob(".*tmp*"))
+    steps = [json.loads(line) for line in (tmp_path / "ddp" / "raw_ddp_infonce" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r.get("kind") == "step"]
+    assert len(steps) == 6 and all(r["samples_per_s"] > 0 and r["grad_norm"] > 0 and "heads" in r["lr"] for r in steps)
+
+    # an epoch-end checkpoint of 2 processes resumes with 1 (one more epoch)
+    more = _run_config(corpus, tmp_path / "ddp" / "cached", epochs=3)
+    train(more, resume=True)
+    log = [json.loads(line) for line in (tmp_path / "ddp" / "cached" / "log.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["world_size"]) for r in log] == [(1, 2), (2, 2), (3, 1)]
+    # a mid-epoch checkpoint of 2 processes says how to resume it
+    with pytest.raises(ConfigError, match=r"middle of epoch 1 by 2 process\(es\); resume it with 2"):
+        train(_run_config(corpus, tmp_path / "ddp" / "mid", checkpoint_every_steps=1), resume=True)

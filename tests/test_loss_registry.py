@@ -25,6 +25,14 @@ def test_config_choices_and_validation_come_from_the_registry() -> None:
         if spec.min_languages:
             with pytest.raises(ConfigError, match="multilingual"):
                 TrainConfig.from_dict({"data": "x", "loss": name})
+    a = F.normalize(torch.randn(6, 16), dim=-1).requires_grad_()
+    metric = MahalanobisMetric(16)
+    for name, spec in TRAINING_LOSSES.items():  # uses_metric says whether M gets a gradient
+        if spec.multilingual:
+            continue
+        metric.zero_grad(set_to_none=True)
+        build_training_loss(name, SETTINGS)(a, torch.roll(a, 1, 0).detach(), metric).backward()
+        assert (metric.M.grad is not None) == spec.uses_metric, name
     with pytest.raises(ConfigError, match="needs the setting"):
         build_training_loss("mltm", {})
     with pytest.raises(ConfigError, match="unknown loss 'nope'"):

@@ -51,10 +51,14 @@ class FakeHub:
             self.calls.append(("upload_folder", dict(kw)))
             root = Path(str(kw["folder_path"]))
             ignore = list(kw.get("ignore_patterns") or [])
-            self.uploaded = sorted(
-                p.relative_to(root).as_posix() for p in root.rglob("*")
-                if p.is_file() and not any(fnmatch.fnmatch(p.relative_to(root).as_posix(), pat) for pat in ignore)
-            )
+            allow = kw.get("allow_patterns")
+
+            def kept(name: str) -> bool:
+                allowed = allow is None or any(fnmatch.fnmatch(name, pat) for pat in allow)
+                return allowed and not any(fnmatch.fnmatch(name, pat) for pat in ignore)
+
+            names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+            self.uploaded = sorted(name for name in names if kept(name))
             return f"https://huggingface.co/{kw['repo_id']}/commit/{COMMIT}"
 
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
@@ -90,6 +94,18 @@ def test_push_calls_and_files(
     assert set(meta["tags"]) >= {"audio-text-retrieval", "optimal-transport", "m-ltm", "zero-shot-audio-classification"}
     assert meta["datasets"] == ["corpus"] and "mAP@10" in meta["metrics"]
     assert "| cosine | 0.500 |" in card and '"eps": 0.05' in card
+
+
+def test_push_uploads_the_allow_list_only(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = FakeHub()
+    hub.install(monkeypatch)
+    for name in ("weights.pt", "state.pkl", "pytorch_model.bin", "log.jsonl", "tb/events.out.tfevents.1.host",
+                 "events.out.tfevents.2.host", "tokenizer.json", "vocab.txt", "preprocessor_config.json", "plot.png"):
+        (checkpoint / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkpoint / name).write_bytes(b"x")
+    assert push_mod.main(["--model", str(checkpoint), "--repo-id", "owner/name"]) == 0
+    assert hub.uploaded == ["README.md", "config.json", "model.safetensors", "plot.png", "preprocessor_config.json",
+                            "tokenizer.json", "train_config.json", "vocab.txt"]
 
 
 def test_push_without_branch_and_failure(

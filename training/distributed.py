@@ -55,6 +55,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    owns_group: bool = False  # this context created the process group (and destroys it in shutdown)
 
     @property
     def enabled(self) -> bool:
@@ -109,15 +110,18 @@ def init_distributed(
                               f"lower --nproc_per_node")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(name, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+    else:
+        name = dist.get_backend()
     logger.info("distributed: rank %d of %d (local %d), backend %s, device %s", rank, world, local_rank, name, device)
-    return DistContext(rank, world, local_rank, name), device
+    return DistContext(rank, world, local_rank, name, owns), device
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (no-op for a single process)."""
-    if ctx.enabled and dist.is_initialized():
+    """Leave the process group if this context created it (no-op for a single process)."""
+    if ctx.enabled and ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

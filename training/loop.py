@@ -90,10 +90,12 @@ class StepRunner:
         self.dtype = amp_dtype(config, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype is torch.float16 else None
         self.module = _LossModule(model, loss_fn)
-        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        unused = set() if self.spec.uses_metric else {"model.metric.M"}  # M gets no gradient from such a loss
+        self.params = [p for n, p in self.module.named_parameters() if p.requires_grad and n not in unused]
         self.ddp: DistributedDataParallel | None = None
         if ctx.world_size > 1 and self.params:
             ids = [device.index] if device.type == "cuda" else None
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.module, sorted(unused))
             self.ddp = DistributedDataParallel(self.module, device_ids=ids, broadcast_buffers=False)
         self.learn_metric = model.config.metric == "mahalanobis"
 

@@ -1,8 +1,10 @@
 """``python -m training push --model DIR --repo-id ID [--private] [--revision BRANCH] [--eval FILE]``.
 
 Refreshes the folder's model card, creates the Hub repo if needed (and the branch when a
-revision is given), then uploads the folder. Optimiser state (``optimizer.safetensors``,
-``trainer_state.json``) is not uploaded.
+revision is given), then uploads the folder's allow-listed files (:data:`ALLOW_PATTERNS`:
+safetensors weights, JSON configs and metrics, the model card, tokenizer and feature-extractor
+files, plots). Optimiser state (``optimizer.safetensors``, ``trainer_state.json``), pickles,
+TensorBoard event files and logs are never uploaded.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ from training.model_card import write_model_card
 
 logger = logging.getLogger(__name__)
 
-#: Files of a training folder that are never uploaded.
-IGNORE_PATTERNS = ["optimizer.safetensors", "trainer_state.json", ".*"]
+#: The only files of a checkpoint folder that are uploaded.
+ALLOW_PATTERNS = ["*.safetensors", "*.json", "README.md", "tokenizer*", "vocab.txt", "merges.txt", "spiece.model",
+                  "sentencepiece.bpe.model", "*.png", "*.svg"]
+#: Files that are never uploaded, even where an allow pattern matches them.
+IGNORE_PATTERNS = ["optimizer.safetensors", "trainer_state.json", ".*", "*.pt", "*.pth", "*.bin", "*.pkl",
+                   "*.pickle", "*events.out.tfevents*", "tb/*", "log.jsonl"]
 
 
 def push(
@@ -46,7 +52,7 @@ def push(
     info = api.upload_folder(
         repo_id=repo_id, folder_path=str(folder), repo_type="model", revision=revision,
         commit_message=commit_message or f"Upload {folder.name} with atr-demo",
-        ignore_patterns=IGNORE_PATTERNS,
+        allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS,
     )
     return str(info)
 

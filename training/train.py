@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -402,10 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (dotted keys reach into model.*); repeatable")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last after an interruption")
+    parser.add_argument("--push-to-hub", dest="push_to_hub", default=None, metavar="REPO",
+                        help="upload OUT/best to this Hub repo (owner/name) at the end (rank 0 only)")
     args = parser.parse_args(argv)
     try:
         config = load_train_config(args.config, args.overrides)
         out = train(config, resume=args.resume)
+        if args.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+            from training.push import push  # the Hub client only when pushing
+
+            logger.info("pushed %s to %s: %s", out / "best", args.push_to_hub, push(out / "best", args.push_to_hub))
     except KeyboardInterrupt:
         logger.error("interrupted: the last complete checkpoint is kept; continue with --resume")
         return 130
