@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -166,10 +167,15 @@ def test_torchrun_shards_into_the_same_index(library: Path, tmp_path: Path) -> N
     base = ["-m", "atr_demo", "index", str(library), "--model", "tiny", "--json", "--batch-size", "2"]
     subprocess.run([sys.executable, *base, "--out", str(single), "--cache-dir", str(tmp_path / "c1")],
                    check=True, env=env, cwd=REPO, capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                    *base, "--out", str(sharded), "--cache-dir", str(tmp_path / "c2")],
-                   check=True, env=env, cwd=REPO, capture_output=True, timeout=300)
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                          *base, "--out", str(sharded), "--cache-dir", str(tmp_path / "c2")],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
     a, b = read_index(single), read_index(sharded)
-    assert a.meta == b.meta
+    assert a.meta["path"] == b.meta["path"], run.stdout
+    assert {c: v for c, v in a.meta.items() if b.meta[c] != v} == {}
     assert np.allclose(a.embeddings, b.embeddings, atol=1e-6)
     assert np.allclose(a.potentials, b.potentials, atol=1e-5)

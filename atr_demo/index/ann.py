@@ -5,7 +5,8 @@ Spaces. Cosine mode searches the L2-normalised embeddings ``E`` (for unit vector
 ``M = LᵀL`` (:func:`atr_demo.retrieval.metric_factor`), where the metric is Euclidean; when
 ``M = I`` those are ``E`` itself. Transport mode scores ``softmax_j((g_j − C_qj)/ε)`` with the
 anchors' precomputed potentials ``g`` (:func:`atr_demo.retrieval.potential_scores`) over the
-whole gallery (exact) or over the shortlist of its cost space (ANN).
+whole gallery (exact) or over a shortlist (ANN) from a third graph, :func:`transport_rows`: a
+maximum-inner-product search for the linearised score, then exact re-ranking.
 
 ANN: above :data:`ANN_THRESHOLD` clips the index holds a FAISS HNSW graph per space
 (``IndexHNSWSQ``, fp16 vectors, M = :data:`HNSW_M`, efConstruction = :data:`EF_CONSTRUCTION`,
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 ANN_THRESHOLD = 50_000
 HNSW_M = 32
 EF_CONSTRUCTION = 80
-EF_SEARCH = 256
+EF_SEARCH = 512
 #: Candidates re-ranked exactly per query (cosine, metric) and for transport mode.
 CANDIDATES = 256
 TRANSPORT_CANDIDATES = 1024
@@ -57,6 +58,22 @@ def build_hnsw(vectors: np.ndarray, m: int = HNSW_M, ef_construction: int = EF_C
     for start in range(0, len(vectors), BLOCK):
         index.add(np.ascontiguousarray(vectors[start : start + BLOCK], dtype=np.float32))
     return index
+
+
+def transport_rows(space: np.ndarray, potentials: np.ndarray, c0: float, sq: np.ndarray) -> np.ndarray:
+    r"""(m, d + 2) rows whose L2 nearest neighbours of ``[u, 0]`` rank the linearised transport score.
+
+    The score :math:`g_j - c(q, z_j)` with :math:`c = \lVert Lq - z_j\rVert`: linearising
+    :math:`c \approx c_0 + (c^2 - c_0^2)/(2c_0)` around a typical top cost :math:`c_0` gives, up to
+    terms that do not depend on j, :math:`(u \cdot y_j)/c_0` with :math:`u = [Lq, 1]` and
+    :math:`y_j = [z_j,\ c_0 g_j - \lVert z_j\rVert^2/2]` (exact, with :math:`c_0 = 1`, for the
+    cosine cost :math:`1 - q\cdot x`). Inner-product search becomes L2 search by appending
+    :math:`\sqrt{R^2 - \lVert y_j\rVert^2}`, :math:`R = \max_j \lVert y_j\rVert`.
+    """
+    y = np.concatenate([np.asarray(space, np.float32), (c0 * potentials - 0.5 * sq)[:, None].astype(np.float32)], 1)
+    norms = (y * y).sum(1)
+    extra = np.sqrt(np.maximum(norms.max() - norms, 0.0))[:, None].astype(np.float32)
+    return np.concatenate([y, extra], 1)
 
 
 def serialize(indexes: dict[str, Any]) -> bytes:
@@ -95,6 +112,7 @@ class Searcher:
         self.has_metric = has_metric
         self.eps = float(eps)
         self.ann = ann or {}
+        self._norms: dict[int, np.ndarray] = {}
         for ix in self.ann.values():
             ix.hnsw.efSearch = int(data.header["ann"].get("efSearch", EF_SEARCH))
 
@@ -111,15 +129,29 @@ class Searcher:
             q = q @ self.factor.T
         return q.numpy().astype(np.float32)
 
-    def _raw(self, q: np.ndarray, rows: np.ndarray, mode: str) -> np.ndarray:
-        """(n, d) queries × (r, d) rows → (n, r) scores before transport: ⟨q, x⟩ or −cost."""
+    def squared_norms(self, space: np.ndarray) -> np.ndarray:
+        """(m,) ‖row‖² of a search space, computed once per space (in blocks) and kept."""
+        key = id(space)
+        if key not in self._norms:
+            self._norms[key] = np.concatenate([
+                np.einsum("ij,ij->i", b, b) for b in
+                (np.asarray(space[s : s + BLOCK], dtype=np.float32) for s in range(0, len(space), BLOCK))
+            ]) if len(space) else np.zeros(0, np.float32)
+        return self._norms[key]
+
+    def _raw(self, q: np.ndarray, rows: np.ndarray, mode: str, sq: np.ndarray | None = None) -> np.ndarray:
+        """(n, d) queries × (r, d) rows → (n, r) scores before transport: ⟨q, x⟩ or −cost.
+
+        ``sq`` (r,) are the rows' squared norms when known (metric costs need them).
+        """
         rows = np.asarray(rows, dtype=np.float32)
         dots = q @ rows.T
         if mode == "cosine":
             return dots
         if not self.has_metric:  # transport with the cosine cost
             return dots - 1.0
-        d2 = (q * q).sum(1, keepdims=True) + (rows * rows).sum(1)[None, :] - 2.0 * dots
+        sq = np.einsum("ij,ij->i", rows, rows) if sq is None else sq
+        d2 = (q * q).sum(1, keepdims=True) + sq[None, :] - 2.0 * dots
         return -np.sqrt(np.maximum(d2, 0.0))
 
     def _finish(self, raw: np.ndarray, ids: np.ndarray | None, mode: str) -> np.ndarray:
@@ -142,7 +174,9 @@ class Searcher:
         self._check(mode)
         q = self._query(queries, mode)
         rows = self._space(mode)
-        raw = np.concatenate([self._raw(q, rows[s : s + BLOCK], mode) for s in range(0, len(rows), BLOCK)], axis=1)
+        sq = self.squared_norms(rows) if mode != "cosine" and self.has_metric else None
+        raw = np.concatenate([self._raw(q, rows[s : s + BLOCK], mode, None if sq is None else sq[s : s + BLOCK])
+                              for s in range(0, len(rows), BLOCK)], axis=1)
         scores = self._finish(raw, None, mode)
         return _top(scores, k)
 
@@ -151,11 +185,16 @@ class Searcher:
         self._check(mode)
         space = "metric" if self._space(mode) is self.data.metric_rows and self.data.metric_rows is not None \
             else "cosine"
+        if mode == "transport":
+            space = "transport"
         if space not in self.ann:
             return self.exact(queries, k, mode)
         q = self._query(queries, mode)
         wanted = TRANSPORT_CANDIDATES if mode == "transport" else CANDIDATES
-        _, cand = self.ann[space].search(q, max(k, wanted))
+        probe = q
+        if mode == "transport":  # [u, 0] with u = [Lq, 1]: see transport_rows
+            probe = np.concatenate([q, np.ones((len(q), 1), np.float32), np.zeros((len(q), 1), np.float32)], 1)
+        _, cand = self.ann[space].search(probe, max(k, wanted))
         rows = self._space(mode)
         out_s, out_i = [], []
         for qi, ids in zip(q, cand, strict=True):

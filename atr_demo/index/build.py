@@ -37,7 +37,7 @@ from atr_demo.gallery import (
     open_cache,
     read_metadata,
 )
-from atr_demo.index.ann import ANN_THRESHOLD, ann_params, build_hnsw, serialize
+from atr_demo.index.ann import ANN_THRESHOLD, ann_params, build_hnsw, serialize, transport_rows
 from atr_demo.index.store import COLUMNS, IndexData, read_index, relative_root, write_index
 from atr_demo.model import ATRModel
 from atr_demo.retrieval import anchor_potentials, metric_factor, transform_rows
@@ -66,6 +66,16 @@ class Dist:
         out: list[Any] = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
+
+
+    def close(self) -> None:
+        """Wait for every process, then leave the process group (no-op when alone)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def dist_from_env() -> Dist:
@@ -126,10 +136,28 @@ def transport_precompute(model: ATRModel, embeddings: np.ndarray, captions: list
             a, b = transform_rows(anchors, factor), transform_rows(block, factor)
             d2 = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
             costs.append(d2.clamp_min(0).sqrt())
-    g = anchor_potentials(torch.cat(costs, dim=1), model.config.eps)
+    cost = torch.cat(costs, dim=1)
+    g = anchor_potentials(cost, model.config.eps)
+    # a typical top cost: the median over anchors of their 10th smallest cost (see ann.transport_rows)
+    c0 = float(cost.kthvalue(min(10, m), dim=1).values.median()) if model.metric is not None else 1.0
     settings = {"anchors": k, "eps": model.config.eps, "source": "captions" if any(captions) else "esc50",
-                "seconds": round(time.perf_counter() - t0, 2)}
+                "seconds": round(time.perf_counter() - t0, 2), "c0": round(max(c0, 1e-3), 6)}
     return anchors.numpy(), g.numpy().astype(np.float32), settings
+
+
+def ann_graphs(embeddings: np.ndarray, metric_rows: np.ndarray | None, potentials: np.ndarray | None,
+               transport: dict[str, Any] | None, has_metric: bool) -> dict[str, Any]:
+    """The HNSW graphs of an index: cosine, metric (when M ≠ I) and transport (with potentials)."""
+    graphs = {"cosine": build_hnsw(embeddings)}
+    if metric_rows is not None:
+        graphs["metric"] = build_hnsw(metric_rows)
+    if potentials is not None and transport is not None:
+        space = metric_rows if metric_rows is not None and has_metric else embeddings
+        sq = (np.asarray(space, np.float32) ** 2).sum(1)
+        if not has_metric:  # cosine cost: 1 − q·x, exactly linear (c0 = 1, no norm term)
+            sq = np.zeros_like(sq)
+        graphs["transport"] = build_hnsw(transport_rows(space, potentials, float(transport.get("c0", 1.0)), sq))
+    return graphs
 
 
 def _same_settings(old: IndexData, roots: list[Path], fp16: bool, transport: bool) -> bool:
@@ -192,7 +220,10 @@ def build_index(  # noqa: C901 - one pass of clearly ordered phases
     for part in dist.gather(mine):
         digests.update(part)
     cache = open_cache(model, cache_dir)
-    todo_digests = list(dict.fromkeys(d for d in digests.values() if d not in old_by_digest and d not in cache))
+    # what to embed: rank 0's view (another process may already have cached some of it meanwhile)
+    todo_digests = dist.gather(
+        list(dict.fromkeys(d for d in digests.values() if d not in old_by_digest and d not in cache))
+    )[0]
     first_file = {d: n for n, d in sorted(digests.items(), reverse=True)}
     todo_files = [scanned[first_file[d]][2] for d in todo_digests]
     # embed, whole batches dealt round-robin to the processes
@@ -239,7 +270,8 @@ def build_index(  # noqa: C901 - one pass of clearly ordered phases
                 vec = cache.get(digest).numpy()
             elif old is not None and digest in old_by_digest:
                 vec = np.asarray(old.embeddings[old_by_digest[digest]], dtype=np.float32)
-            else:
+            else:  # not embedded (cannot happen unless a process lost its work): leave it out, say so
+                logger.warning("no embedding for %s: it is left out of the index; re-run the command", path)
                 continue
             duration = None
         info = metadata.get(str(path.resolve()), {})
@@ -267,9 +299,7 @@ def build_index(  # noqa: C901 - one pass of clearly ordered phases
     ann_bytes = None
     if header["ann"]["type"] == "hnsw":
         t1 = time.perf_counter()
-        graphs = {"cosine": build_hnsw(embeddings)}
-        if metric_rows is not None:
-            graphs["metric"] = build_hnsw(metric_rows)
+        graphs = ann_graphs(embeddings, metric_rows, data.potentials, header.get("transport"), model.metric is not None)
         ann_bytes = serialize(graphs)
         header["ann"]["build_seconds"] = round(time.perf_counter() - t1, 2)
     header["precompute_seconds"] = round(time.perf_counter() - t0, 2)

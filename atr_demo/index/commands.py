@@ -45,6 +45,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         model, args.folders, args.out, cache_dir=args.cache_dir, fp16=args.fp16, transport=not args.no_transport,
         ann_threshold=args.ann_threshold, batch_size=args.batch_size, progress=not args.json, dist=dist,
     )
+    dist.close()
     if dist.rank != 0:
         return 0
     for path, reason in summary["skipped"]:
@@ -99,6 +100,13 @@ def run_index_search(args: argparse.Namespace, k: int, print_table: Callable[[li
                 rows.append((r["query"] if n == 1 else "", str(n), f"{hit['score']:.4f}", hit["file"]))
         print_table(rows)
     return 0
+
+
+def index_roots(index: str | Path) -> list[Path]:
+    """The library folders of ``index`` as they resolve now (see :func:`atr_demo.index.store.resolve_roots`)."""
+    from atr_demo.index.store import resolve_roots
+
+    return resolve_roots(Path(index), read_header(index))
 
 
 def gallery_from_index(model: ATRModel, index: str, paths: list[str] | None = None) -> Gallery:
