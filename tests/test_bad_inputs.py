@@ -339,6 +339,15 @@ def test_only_gallery_audio_is_served_over_http(served: tuple[str, ui.AppState])
     for name in (".env", "secret.txt", "gallery.jsonl", ".hidden.wav", ".private/dot-folder.wav"):
         assert _status(f"{base}/gradio_api/file={root / name}") == 403, name
     assert _status(f"{base}/gradio_api/file={root}/../{root.name}/.env") == 403
+    # result players fetch gallery clips by public name: no server path in the page
+    rows = callbacks.playable(state, [{"file": "sub/chirp.wav"}, {"file": ".env"}])
+    assert rows[0]["url"] == "gallery_audio/sub/chirp.wav" and rows[1]["url"] is None
+    assert _status(f"{base}/{rows[0]['url']}") == 200
+    for name in (".env", "secret.txt", "gallery.jsonl", "../secret.txt", "nope.wav"):
+        assert _status(f"{base}/gallery_audio/{name}") == 404, name
+    payload = callbacks.search_text_cb(state, "a beep", 3, "cosine")
+    html = render.results_html(callbacks.playable(state, payload["results"] if isinstance(payload, dict) else payload))
+    assert str(root) not in html and 'src="gallery_audio/' in html
 
 
 def test_gallery_file_guard_refuses_everything_but_served_audio(state: ui.AppState) -> None:

@@ -17,6 +17,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
 import torch
@@ -30,6 +31,7 @@ from atr_demo.search import MAX_ANCHORS, display_name, label_clips, search_text
 from atr_demo.ui.errors import UserError, hide_paths, user_errors
 from atr_demo.ui.figures import transport_figure, zero_shot_figure
 from atr_demo.ui.render import transport_summary
+from atr_demo.ui.serving import gallery_url
 from atr_demo.ui.state import DEFAULT_TEMPLATE, AppState, clip_captions, clip_choices
 from atr_demo.zeroshot import ESC50_CLASSES, check_prompt_budget, check_template, parse_labels
 
@@ -73,7 +75,7 @@ def clip_name(state: AppState, path: str | Path) -> str:
     return display_name(path, [*state.roots, upload_root()])
 
 
-def _served(state: AppState) -> dict[str, Path]:
+def served_clips(state: AppState) -> dict[str, Path]:
     """Public name → server path of every shared gallery clip (built once)."""
     if state._served is None:
         state._served = {clip_name(state, f): Path(f) for f in state.gallery.files}
@@ -81,21 +83,28 @@ def _served(state: AppState) -> dict[str, Path]:
 
 
 def playable(state: AppState, rows: Any, session: Gallery | None = None) -> Any:
-    """Result rows with ``file`` mapped back to the server path for the audio players (server side only).
+    """Result rows with ``file`` mapped back to the server path and ``url`` set for the audio players.
 
-    ``rows`` is a list of result rows, or a payload dict holding them under ``"results"`` (returned
-    the same shape). Only clips of the shared gallery or of this session's library are mapped;
-    any other name (e.g. a crafted one) gets ``file`` ``None``, so nothing else can be served.
+    Server side only: ``url`` is ``gallery_audio/<name>`` for a shared gallery clip (no server path
+    in the page, :func:`atr_demo.ui.serving.gallery_url`) and Gradio's file URL for a clip of this
+    session's library (an upload). ``rows`` is a list of result rows, or a payload dict holding them
+    under ``"results"`` (returned the same shape). Any other name (e.g. a crafted one) gets ``file``
+    and ``url`` ``None``, so nothing else can be served.
     """
     if isinstance(rows, dict):
         return {**rows, "results": playable(state, rows.get("results"), session)}
-    names = dict(_served(state))
-    if session is not None:
-        names.update({clip_name(state, f): Path(f) for f in session.files})
+    shared = served_clips(state)
+    mine = {clip_name(state, f): Path(f) for f in session.files} if session is not None else {}
     out = []
     for row in rows or []:
-        path = names.get(str(row.get("file", "")))
-        out.append({**row, "file": str(path) if path is not None else None})
+        name = str(row.get("file", ""))
+        if name in mine:
+            path, url = mine[name], "gradio_api/file=" + quote(str(mine[name]))
+        elif name in shared:
+            path, url = shared[name], gallery_url(name)
+        else:
+            path, url = None, None
+        out.append({**row, "file": str(path) if path is not None else None, "url": url})
     return out
 
 

@@ -26,6 +26,7 @@ from atr_demo.ui.callbacks import (
     random_draw,
     search_audio_cb,
     search_text_cb,
+    served_clips,
     transport_plan_cb,
 )
 from atr_demo.ui.render import model_info_markdown, shorten
@@ -77,7 +78,7 @@ def launch_options(state: AppState) -> dict[str, Any]:
     other file under them (metadata, ``.env``, notes), with one set lookup per request.
     """
     guard = Middleware(GalleryFileGuard, roots=[str(r) for r in state.roots],
-                       served=served_paths(state.gallery.files))
+                       served=served_paths(state.gallery.files), names=served_clips(state))
     return {
         "allowed_paths": [str(r) for r in state.roots],
         "app_kwargs": {"middleware": [guard]},

@@ -77,8 +77,8 @@ def match_note(payload: dict[str, Any] | None, calibration: dict[str, Any] | Non
         rates = (f" (calibrated on held-out clips: this flags {calibration['present_flagged']:.0%} of queries "
                  f"that do have a match and {calibration['absent_flagged']:.0%} of those that don't, so treat it "
                  "as a hint)")
-    return (f"⚠️ **No good match**: the best cosine, {payload['best_cosine']:.2f}, is below "
-            f"{payload['threshold']:.2f}, a score 1 in 20 unrelated caption–clip pairs reaches{rates}.")
+    return (f"⚠️ **No good match**: the best cosine, {payload['best_cosine']:.3f}, is below "
+            f"{payload['threshold']:.3f}, a score 1 in 20 unrelated caption–clip pairs reaches{rates}.")
 
 
 def search_status(payload: dict[str, Any] | None, calibration: dict[str, Any] | None = None) -> str:
@@ -117,7 +117,7 @@ def results_html(rows: list[dict[str, Any]] | None, query: str = "") -> str:
                 bits.append(f"{label}{as_text(r[key])}")
         if r.get("origin") == "yours":
             bits.append("your upload")
-        url = file_url(r.get("file"))
+        url = r.get("url") or file_url(r.get("file"))
         player = (f'<audio controls preload="none" src="{html.escape(url)}"></audio>' if url
                   else '<span class="no-audio">(audio not available)</span>')
         items.append(

@@ -1,5 +1,9 @@
 """Which gallery files the app serves over HTTP: the gallery's audio files, nothing else of its folders.
 
+Result players fetch a gallery clip by its public, gallery-relative name at
+``gallery_audio/<name>`` (:func:`gallery_url`), so no server path appears in the page;
+:class:`GalleryFileGuard` answers that route from a name → file map.
+
 Gradio serves a file at ``/gradio_api/file=<absolute path>`` when it lies under one of the
 ``allowed_paths`` given to ``launch``. The gallery folders must be allowed (so that a result's
 audio can be handed to a player), but a folder allows *every* file in it: ``.env``, notes,
@@ -12,10 +16,14 @@ check costs ~45 µs per listed file per request).
 
 from __future__ import annotations
 
+import mimetypes
 import os
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from starlette.responses import FileResponse, PlainTextResponse
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -23,6 +31,13 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: The part of a Gradio file URL's path before the absolute file path.
 FILE_ROUTE = "/file="
+#: The route of gallery clips by public name (relative to the page: ``gallery_audio/<name>``).
+AUDIO_ROUTE = "/gallery_audio/"
+
+
+def gallery_url(name: str) -> str:
+    """The URL (relative to the page) a player fetches the gallery clip with public ``name`` from."""
+    return AUDIO_ROUTE.lstrip("/") + quote(name)
 
 
 def served_paths(files: Iterable[str | Path]) -> frozenset[str]:
@@ -55,13 +70,25 @@ class GalleryFileGuard:
     """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], roots: Iterable[str | Path],
-                 served: frozenset[str]) -> None:
+                 served: frozenset[str], names: Mapping[str, str | Path] | None = None) -> None:
         self.app = app
         self.roots = [os.path.abspath(r) for r in roots] + [str(Path(r).resolve()) for r in roots]
         self.served = served
+        self.names = {str(k): str(v) for k, v in (names or {}).items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") == "http" and is_refused(str(scope.get("path", "")), self.roots, self.served):
+        path = str(scope.get("path", ""))
+        at = path.find(AUDIO_ROUTE)
+        if scope.get("type") == "http" and at >= 0 and scope.get("method") in ("GET", "HEAD"):
+            target = self.names.get(path[at + len(AUDIO_ROUTE):])
+            if target is None or not os.path.isfile(target):
+                response: Any = PlainTextResponse("No such gallery clip.", status_code=404)
+            else:
+                kind = mimetypes.guess_type(target)[0] or "application/octet-stream"
+                response = FileResponse(target, media_type=kind, headers={"Cache-Control": "public, max-age=3600"})
+            await response(scope, receive, send)
+            return
+        if scope.get("type") == "http" and is_refused(path, self.roots, self.served):
             body = b"File not allowed: only the gallery's audio files are served."
             await send({"type": "http.response.start", "status": 403,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8"),
