@@ -110,3 +110,20 @@ def test_gradient_clipping_returns_the_norm_before_clipping() -> None:
     assert clip_gradients(params, 1.0) == pytest.approx(5.0)
     total = torch.linalg.vector_norm(torch.cat([p.grad for p in params]))
     assert float(total) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_fine_tuning_config_keys() -> None:
+    from training.config import TrainConfig, load_train_config
+
+    with pytest.raises(ConfigError, match=r"model\.audio\.trainable is true but use_cached_features is true .* "
+                                          r"set use_cached_features: false"):
+        load_train_config(None, ["data=x", "model=aisfx-minilm", "model.audio.trainable=true"])
+    cfg = load_train_config(None, ["data=x", "model=aisfx-minilm", "model.audio.trainable=true",
+                                   "use_cached_features=false", "param_groups.audio_backbone.lr=0.00001",
+                                   "layer_decay=0.8", "grad_clip=1.0", "amp=fp16"])
+    assert cfg.param_groups["audio_backbone"].lr == 1e-5 and cfg.amp_mode == "fp16" and cfg.grad_clip == 1.0
+    assert TrainConfig.from_dict({"data": "x", "amp": True}).amp_mode == "bf16"
+    for bad, message in ((["param_groups.backbone.lr=1"], "param_groups"), (["layer_decay=1.5"], "layer_decay"),
+                         (["dist_backend=mpi"], "'auto', 'nccl' or 'gloo'"), (["amp=fp8"], "use none, bf16 or fp16")):
+        with pytest.raises(ConfigError, match=message):
+            load_train_config(None, ["data=x", *bad])

@@ -350,9 +350,12 @@ class _Run:
             losses.append(stats.loss)
             bar.set_postfix(loss=f"{stats.loss:.4f}")
             if log_step:
+                memory = {"peak_mem_mb": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)} \
+                    if self.device.type == "cuda" else {}
                 self.runlog.write({"kind": "step", "epoch": epoch, "batch": batch.index, "step": self.step,
                                    "loss": stats.loss, "lr": lrs, "grad_norm": stats.grad_norm, **stats.ot,
-                                   "samples_per_s": round(stats.samples / max(stats.seconds, 1e-9), 2)})
+                                   "samples_per_s": round(stats.samples / max(stats.seconds, 1e-9), 2),
+                                   "step_seconds": round(stats.seconds, 6), **memory})
             every = config.checkpoint_every_steps
             if every and self.step % every == 0 and batch.index + 1 < n_batches:
                 self.checkpoint(epoch - 1, sampler.state_dict(),
@@ -419,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     except ATRError as exc:
         logger.error("%s", exc)
         return 1
-    print(f"done: {out / 'best'} (best), {out / 'last'} (last), log {out / 'log.jsonl'}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: {out / 'best'} (best), {out / 'last'} (last), log {out / 'log.jsonl'}")
     return 0
 
