@@ -10,7 +10,9 @@
      (persistent workers, prefetch 2; the first epoch includes starting the workers), random
      crops of ``max_duration_s`` 10 s.
 
-   Both decode and resample to ``--rate`` Hz (44 100: aiSFX, no resampling; 16 000: the tiny
+   CPU ms per clip counts this process and the workers (joined at the end), so it shows the
+   work per clip whatever else the machine runs; clips/s is wall-clock. Both decode and resample
+   to ``--rate`` Hz (44 100: aiSFX, no resampling; 16 000: the tiny
    model, resampled). No model runs: this is the rate at which the pipeline can feed one.
 
 2. **Group batching.** :func:`training.batching.group_batches` on n items whose keys are a
@@ -25,9 +27,11 @@ Usage: ``python benchmarks/input_pipeline.py [--clips 64] [--workers 0 1 2] [--r
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -72,28 +76,42 @@ def write_clips(folder: Path, count: int) -> list[Clip]:
     return clips
 
 
-def pipeline_rate(clips: list[Clip], workers: int, rate: int, batch_size: int, epochs: int) -> float:
-    """Clips/s of PairLoader with ``workers`` workers over ``epochs`` epochs."""
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished (joined) children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def pipeline_rate(clips: list[Clip], workers: int, rate: int, batch_size: int, epochs: int) -> tuple[float, float]:
+    """(clips/s, CPU ms per clip, workers included) of PairLoader with ``workers`` workers over
+    ``epochs`` epochs."""
     config = TrainConfig.from_dict(dict(data=["unused"], model="tiny", batch_size=batch_size, seed=0, device="cpu",
                                         use_cached_features=False, max_duration_s=SECONDS, train_crop="random",
                                         num_workers=workers, progress=False))
     sampler = EpochBatchSampler(lambda epoch: clips, config)
+    cpu = cpu_seconds()
     loader = PairLoader(sampler, config, rate, torch.device("cpu"), decode=True)
     began, seen = time.perf_counter(), 0
     for epoch in range(1, epochs + 1):
         for batch in loader.epoch(epoch):
             seen += len(batch.waves or [])
-    return seen / (time.perf_counter() - began)
+    wall = time.perf_counter() - began
+    del loader, batch  # shuts the persistent workers down (joined: their CPU time is counted)
+    gc.collect()
+    return seen / wall, 1000 * (cpu_seconds() - cpu) / seen
 
 
-def main_process_rate(clips: list[Clip], rate: int, batch_size: int, epochs: int) -> float:
-    """Clips/s of the loop before the pipeline: whole-file decodes in the main process."""
+def main_process_rate(clips: list[Clip], rate: int, batch_size: int, epochs: int) -> tuple[float, float]:
+    """(clips/s, CPU ms per clip) of the loop before the pipeline: whole-file decodes in the main
+    process."""
+    cpu = cpu_seconds()
     began, seen = time.perf_counter(), 0
     for _ in range(epochs):
         for start in range(0, len(clips), batch_size):
             waves = [load_clip_audio(c, rate, SECONDS) for c in clips[start : start + batch_size]]
             seen += len(waves)
-    return seen / (time.perf_counter() - began)
+    return seen / (time.perf_counter() - began), 1000 * (cpu_seconds() - cpu) / seen
 
 
 def batching_keys(n: int, seed: int = 0) -> list[set[str]]:
@@ -130,7 +148,8 @@ def main() -> None:
             for workers in args.workers:
                 rows.append((f"DataLoader, {workers} workers",
                              pipeline_rate(clips, workers, rate, args.batch_size, args.epochs)))
-            result["pipeline"] += [{"rate": rate, "what": what, "clips_per_s": r} for what, r in rows]
+            result["pipeline"] += [{"rate": rate, "what": what, "clips_per_s": r, "cpu_ms_per_clip": ms}
+                                   for what, (r, ms) in rows]
     for n in args.sizes:
         keys = batching_keys(n)
         new_s, new_cpu, new = time_call(group_batches, keys, 128, random.Random(0))
@@ -149,11 +168,11 @@ def main() -> None:
     pipe = result["pipeline"]
     rates = list(dict.fromkeys(p["rate"] for p in pipe))  # type: ignore[index]
     whats = list(dict.fromkeys(p["what"] for p in pipe))  # type: ignore[index]
-    cell = {(p["what"], p["rate"]): p["clips_per_s"] for p in pipe}  # type: ignore[index]
+    cell = {(p["what"], p["rate"]): f"{p['clips_per_s']:.1f} ({p['cpu_ms_per_clip']:.0f})" for p in pipe}  # type: ignore[index]
     print(f"Input pipeline: {args.clips} ten-second 44.1 kHz stereo clips (wav/ogg/mp3), batch {args.batch_size}, "
           f"{args.epochs} epochs, {os.cpu_count()} CPUs, load average {result['load_average']:.1f} at the start\n")
-    print(markdown_table(["loader"] + [f"clips/s → {r} Hz" for r in rates],
-                         [[w] + [f"{cell[(w, r)]:.1f}" for r in rates] for w in whats], right=range(1, len(rates) + 1)))
+    print(markdown_table(["loader"] + [f"→ {r} Hz: clips/s (CPU ms/clip)" for r in rates],
+                         [[w] + [cell[(w, r)] for r in rates] for w in whats], right=range(1, len(rates) + 1)))
     print("\nGroup batching (batch 128; n/3 groups, 0.8·n captions)\n")
     def seconds(wall: float | None, cpu: float | None) -> str:
         return "—" if wall is None or cpu is None else f"{wall:.2f} ({cpu:.2f})"
