@@ -132,6 +132,7 @@ def embed_into_cache(
     progress: bool = True,
     checkpoint_s: float = CHECKPOINT_SECONDS,
     precision: str | None = None,
+    durations: dict[str, float] | None = None,
 ) -> list[tuple[Path, str]]:
     """Embed ``files`` and put each embedding in ``cache`` under ``keys[i]``; return the skipped files.
 
@@ -139,7 +140,8 @@ def embed_into_cache(
     resampler release the GIL), so decoding overlaps inference. Progress is written as a
     :meth:`TensorStore.checkpoint` segment at least every ``checkpoint_s`` seconds and at the end,
     so a killed run keeps everything but the batches of the last ``checkpoint_s`` seconds.
-    ``precision`` is ``"fp32"`` or ``"bf16"`` (default: :func:`inference_precision`).
+    ``precision`` is ``"fp32"`` or ``"bf16"`` (default: :func:`inference_precision`). When
+    ``durations`` is given, it receives each embedded clip's decoded duration in seconds by key.
     """
     precision = precision or inference_precision()
     skipped: list[tuple[Path, str]] = []
@@ -172,8 +174,10 @@ def embed_into_cache(
                     skipped.append((files[i], str(err)))
             if ok:
                 emb = encode_waves(model, [w for _, w in ok], precision)
-                for (i, _), e in zip(ok, emb, strict=True):
+                for (i, w), e in zip(ok, emb, strict=True):
                     cache.put(keys[i], e)
+                    if durations is not None:
+                        durations[keys[i]] = round(w.shape[-1] / model.sample_rate, 3)
             bar.update(len(decoded))
             if time.monotonic() - last >= checkpoint_s:
                 cache.checkpoint()

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atr_demo.gallery import index_gallery
+from atr_demo.gallery import index_gallery, model_fingerprint
 from atr_demo.index.ann import Searcher, ann_params, deserialize, serialize
 from atr_demo.index.build import ann_graphs, transport_precompute
+from atr_demo.index.commands import gallery_from_index
 from atr_demo.index.store import ANN, COLUMNS, IndexData, read_index, write_index
 from atr_demo.model import load_model
 from atr_demo.retrieval import metric_factor, transform_rows, transport_scores
@@ -75,8 +76,8 @@ def _topk(scores: np.ndarray, k: int = 10) -> np.ndarray:
     return part[np.argsort(-scores[part])]
 
 
-def run(sizes: list[int], n_queries: int, n_joint: int, spread: float = 0.5,
-        joint_max_n: int = 100_000) -> list[dict]:
+def run(sizes: list[int], n_queries: int, n_joint: int, spread: float = 0.5,  # noqa: C901
+        joint_max_n: int = 100_000, ann: bool = True) -> list[dict]:
     model = load_model(None)
     gallery = index_gallery(model, ROOT / "bundled_gallery", progress=False)
     base = gallery.embeddings.numpy().astype(np.float32)
@@ -96,25 +97,30 @@ def run(sizes: list[int], n_queries: int, n_joint: int, spread: float = 0.5,
             anchors, potentials, tsettings = transport_precompute(model, emb, [])
             t_transport = time.perf_counter() - t0
             t0 = time.perf_counter()
-            graphs = ann_graphs(emb, metric_rows, potentials, tsettings, model.metric is not None)
+            graphs = ann_graphs(emb, metric_rows, potentials, tsettings, model.metric is not None) if ann else {}
             t_hnsw = time.perf_counter() - t0
-            header = {"model": {"name": model.config.name, "fingerprint": "bench"}, "roots": ["."],
-                      "roots_abs": [tmp], "ann": ann_params(n, threshold=0),
+            header = {"model": {"name": model.config.name, "fingerprint": model_fingerprint(model)}, "roots": ["."],
+                      "roots_abs": [tmp], "ann": ann_params(n, threshold=0 if ann else n + 1),
                       "transport": tsettings}
             data = IndexData(folder=folder, header=header, embeddings=emb, meta=meta, metric_rows=metric_rows,
                              potentials=potentials, anchors=anchors)
             t0 = time.perf_counter()
-            write_index(data, serialize(graphs))
+            write_index(data, serialize(graphs) if graphs else None)
             t_save = time.perf_counter() - t0
             t0 = time.perf_counter()
             loaded = read_index(folder)
-            ann = deserialize((folder / ANN).read_bytes())
+            graphs = deserialize((folder / ANN).read_bytes()) if graphs else {}
             t_load = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            app_gallery = gallery_from_index(model, str(folder))
+            t_app = time.perf_counter() - t0
+            del app_gallery
             bytes_per_clip = sum(loaded.header["bytes"].values()) / n
-            searcher = Searcher(loaded, factor, model.metric is not None, model.config.eps, ann)
+            searcher = Searcher(loaded, factor, model.metric is not None, model.config.eps, graphs)
             build = {"n": n, "mode": "build", "method": "index", "hnsw_s": round(t_hnsw, 2),
                      "transport_precompute_s": round(t_transport, 2), "anchors": tsettings["anchors"],
-                     "save_s": round(t_save, 2), "load_s": round(t_load, 2), "bytes_per_clip": round(bytes_per_clip)}
+                     "save_s": round(t_save, 2), "load_s": round(t_load, 2),
+                     "app_open_s": round(t_app, 2), "bytes_per_clip": round(bytes_per_clip)}
             rows.append(build)
             print(json.dumps(build), flush=True)
             rows.extend(_modes(n, emb, metric_rows, queries, searcher, factor, model, anchors, potentials,
@@ -173,6 +179,8 @@ def _modes(n, emb, metric_rows, queries, searcher, factor, model, anchors, poten
             out.append(row)
             print(json.dumps(row), flush=True)
         for method, fn in fns.items():
+            if method == "ann" and not searcher.ann:
+                continue
             qs = queries[: n_joint or 20] if mode == "transport" else queries
             t, ids = _p50(fn, qs)
             if ref is None:
@@ -191,10 +199,11 @@ def main() -> None:
     parser.add_argument("--joint", type=int, default=20, help="queries for the transport joint solve")
     parser.add_argument("--spread", type=float, default=0.5, help="mixture covariance / bundled covariance")
     parser.add_argument("--joint-max-n", type=int, default=100_000, help="largest n with the joint solve")
+    parser.add_argument("--no-ann", action="store_true", help="skip the HNSW graphs (and the ANN rows)")
     parser.add_argument("--json", action="store_true", help="print only the JSON rows (one per line)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    rows = run(args.sizes, args.queries, args.joint, args.spread, args.joint_max_n)
+    rows = run(args.sizes, args.queries, args.joint, args.spread, args.joint_max_n, not args.no_ann)
     if not args.json:
         print("| n | mode | method | p50 ms | recall@10 |")
         print("|---:|---|---|---:|---:|")

@@ -95,6 +95,7 @@ def test_index_builds_updates_and_searches(library: Path, tmp_path: Path, monkey
     assert first["clips"] == 5 and first["embedded"] == 5 and first["ann"]["type"] == "exact"
     data = read_index(out)
     assert data.meta["path"][0] == "sub0/c0.wav" and data.meta["caption"][0] == "a low tone"
+    assert data.meta["duration"][0] == pytest.approx(0.4, abs=0.01)
     assert data.meta["licence"][0] == "CC0" and data.potentials is not None and data.potentials.shape == (5,)
     assert isinstance(data.embeddings, np.memmap)
     # unchanged: recognised by size + mtime, nothing hashed

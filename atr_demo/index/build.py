@@ -230,18 +230,20 @@ def build_index(  # noqa: C901 - one pass of clearly ordered phases
     batches = [list(range(s, min(s + batch_size, len(todo_files)))) for s in range(0, len(todo_files), batch_size)]
     my_items = [i for b in batches[dist.rank :: dist.world] for i in b]
     precision = inference_precision()
+    durations: dict[str, float] = {}
     skipped = embed_into_cache(model, [todo_files[i] for i in my_items], [todo_digests[i] for i in my_items],
                                cache, batch_size=batch_size, progress=progress and dist.rank == 0,
-                               precision=precision)
+                               precision=precision, durations=durations)
     mine_emb = {todo_digests[i]: cache.get(todo_digests[i]) for i in my_items if todo_digests[i] in cache}
-    gathered = dist.gather((mine_emb, skipped))
+    gathered = dist.gather((mine_emb, skipped, durations))
     if dist.rank != 0:
         return {"rank": dist.rank}
     new_emb: dict[str, torch.Tensor] = {}
     skipped = []
-    for emb, skip in gathered:
+    for emb, skip, durs in gathered:
         new_emb.update(emb)
         skipped.extend(skip)
+        durations.update(durs)
     for key, value in new_emb.items():
         if key not in cache:
             cache.put(key, value)
@@ -273,7 +275,7 @@ def build_index(  # noqa: C901 - one pass of clearly ordered phases
             else:  # not embedded (cannot happen unless a process lost its work): leave it out, say so
                 logger.warning("no embedding for %s: it is left out of the index; re-run the command", path)
                 continue
-            duration = None
+            duration = durations.get(digest)
         info = metadata.get(str(path.resolve()), {})
         caption = info.get("caption") or (info.get("captions") or [None])[0]
         for col, value in zip(COLUMNS, (r, rel, digest, size, mtime, duration, caption,
