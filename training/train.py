@@ -219,9 +219,15 @@ def set_train_mode(model: ATRModel, model_config: Any) -> None:
 
 
 def compile_backbones(model: ATRModel) -> None:
-    """``torch.compile`` the two backbones in place (state-dict keys unchanged)."""
+    """``torch.compile`` the networks inside the two backbones, in place (state-dict keys unchanged).
+
+    The backbones' own ``forward`` takes waveform lists and strings (decoding, tokenising), which
+    the compiler cannot trace; their child modules with parameters (the CNN, the transformer) are
+    compiled instead."""
     for tower in (model.audio_backbone, model.text_backbone):
-        tower.compile()
+        for child in tower.children():
+            if any(True for _ in child.parameters()):
+                child.compile()
 
 
 def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | None = None,
