@@ -198,3 +198,39 @@ def test_two_processes_train_the_weights_of_one(corpus: Path, tmp_path: Path) ->
     # a mid-epoch checkpoint of 2 processes says how to resume it
     with pytest.raises(ConfigError, match=r"middle of epoch 1 by 2 process\(es\); resume it with 2"):
         train(_run_config(corpus, tmp_path / "ddp" / "mid", checkpoint_every_steps=1), resume=True)
+
+
+def _dying_worker(rank: int, world: int, port: int, corpus: str, folder: str) -> None:
+    from training import loop
+    from training.train import train
+
+    _env(rank, world, port)
+    torch.set_num_threads(1)
+    if rank == 1:
+        real = loop.StepRunner.step
+        calls = {"n": 0}
+
+        def dies(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == 5:  # epoch 2, second batch
+                raise RuntimeError("rank 1 died")
+            return real(self, *args, **kwargs)
+
+        loop.StepRunner.step = dies  # type: ignore[method-assign]
+    train(_run_config(Path(corpus), Path(folder) / "dying", dist_timeout_s=30))
+
+
+def test_a_rank_that_dies_leaves_the_last_complete_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    import json
+
+    from training.checkpointing import find_last
+    from training.train import train
+
+    with pytest.raises(mp.ProcessRaisedException, match="rank 1 died"):
+        mp.spawn(_dying_worker, args=(2, free_port(), str(corpus), str(tmp_path)), nprocs=2, join=True)
+    out = tmp_path / "dying"
+    last = find_last(out)
+    assert last is not None and json.loads((last / "trainer_state.json").read_text())["epoch"] == 1
+    train(_run_config(corpus, out), resume=True)  # the survivor's checkpoint resumes (here with one process)
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+    assert not list(out.glob(".*tmp*"))

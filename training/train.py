@@ -55,7 +55,15 @@ from training.checkpointing import (  # noqa: F401 (flatten_state, unflatten_sta
 )
 from training.config import TrainConfig, load_train_config
 from training.datasets import Clip, language_captions
-from training.distributed import DistContext, barrier, check_batch_size, check_same_config, init_distributed, shutdown
+from training.distributed import (
+    DistContext,
+    barrier,
+    check_batch_size,
+    check_same_config,
+    init_distributed,
+    launched_by_torchrun,
+    shutdown,
+)
 from training.features import audio_features, text_features
 from training.loop import StepRunner
 from training.optim import GroupSettings, build_param_groups, lr_at, make_optimizer, set_learning_rates
@@ -427,6 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except ATRError as exc:
         logger.error("%s", exc)
+        return 1
+    except RuntimeError as exc:  # a collective failed: another rank died, or a timeout
+        if not launched_by_torchrun():
+            raise
+        logger.error("rank %s: a collective operation failed (another rank died, or none answered within "
+                     "dist_timeout_s): %s; the last complete checkpoint is kept: continue with --resume",
+                     os.environ.get("RANK"), exc)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {out / 'best'} (best), {out / 'last'} (last), log {out / 'log.jsonl'}")
