@@ -88,15 +88,17 @@ def main(argv: list[str] | None = None) -> int:
             state.gallery = gallery_from_index(model, str(args.index)).extend(state.gallery)
             state.roots = index_roots(args.index) + state.roots
         state.model_ref = (args.model or "bundled checkpoint") + (f" @ {args.revision}" if args.revision else "")
-        state.warm_up_in_background()  # the page is served meanwhile; requests fill what they need
     except ATRError as exc:
         logger.error("%s", exc)
         return 2
     demo = build_demo(state)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
     demo.launch(
-        server_name=args.host, server_port=args.port, share=args.share, **launch_options(state),
+        server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
+        **launch_options(state),
     )
+    state.warm_up_in_background()  # after the page is served; a request needing a cache meanwhile fills it
+    demo.block_thread()
     return 0
 
 

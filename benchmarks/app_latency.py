@@ -2,9 +2,11 @@
 
 Measures, and prints as a Markdown table:
 
-* cold start to first served request: ``python app.py`` in a subprocess (imports, model load,
-  gallery indexing with an empty embedding cache, server start) until a ``gradio_client`` call
-  to ``/search_text`` returns; then the same with the cache filled (a restart);
+* cold start: ``python app.py`` in a subprocess (imports, model load, gallery indexing with an
+  empty embedding cache — the bundled gallery ships its embeddings for the bundled model — server
+  start) until HTTP 200 on ``/`` (the page is served) and until a ``gradio_client`` call to
+  ``/search_text`` returns; then the same with the cache filled (a restart). ``--start-only``
+  measures just these; ``--app-root DIR`` runs another checkout's ``app.py``, to compare;
 * text → top-10 query latency (median and 95th percentile, in process, through the app's
   callback) over the given gallery and over a synthetic 10 000-clip gallery of random unit
   embeddings, for each scoring mode;
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -74,28 +77,38 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def cold_start(model: str, gallery: Path, cache_dir: Path, timeout: float = 600.0) -> tuple[float, float]:
-    """Seconds from spawning ``app.py`` to the first answered ``/search_text``; server peak RSS (MiB)."""
+def cold_start(
+    model: str, gallery: Path, cache_dir: Path, timeout: float = 600.0, app_root: Path = ROOT
+) -> tuple[float, float, float]:
+    """Seconds from spawning ``app.py`` to HTTP 200 on ``/`` (the page served) and to the first answered
+    ``/search_text``; server peak RSS (MiB). ``app_root``: the checkout whose ``app.py`` and ``atr_demo`` run."""
     from gradio_client import Client
 
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    cmd = [sys.executable, str(ROOT / "app.py"), "--model", model, "--gallery", str(gallery),
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "PYTHONPATH": os.pathsep.join([str(app_root), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, str(app_root / "app.py"), "--gallery", str(gallery),
            "--cache-dir", str(cache_dir), "--port", str(port)]
+    if model != "bundled":
+        cmd += ["--model", model]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile(mode="w+")  # not a pipe: a full pipe would stall the app's progress bars
+    proc = subprocess.Popen(cmd, cwd=app_root, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"app.py exited with {proc.returncode}: {log.read()[-2000:]}")
             if time.perf_counter() - start > timeout:
                 raise TimeoutError("the app did not answer in time")
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    pass
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    if response.status != 200:
+                        raise OSError(response.status)
             except OSError:
                 time.sleep(0.1)
                 continue
+            page = time.perf_counter() - start
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
             client.predict("a dog barks", 10, "cosine", api_name="/search_text")
             elapsed = time.perf_counter() - start
@@ -103,13 +116,14 @@ def cold_start(model: str, gallery: Path, cache_dir: Path, timeout: float = 600.
             peak = peak_rss_mib(proc.pid)
             break
     finally:
+        log.close()
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return elapsed, peak
+    return page, elapsed, peak
 
 
 def query_latency(state: object, mode: str, repeats: int) -> tuple[float, float]:
@@ -150,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=int, default=10_000, help="clips in the synthetic gallery")
     parser.add_argument("--repeats", type=int, default=20, help="timed queries per mode")
     parser.add_argument("--modes", default="cosine,metric,transport")
+    parser.add_argument("--app-root", type=Path, default=ROOT,
+                        help="checkout whose app.py runs for the start-up rows (default: this one), to compare")
+    parser.add_argument("--start-only", action="store_true", help="measure the start-up rows only")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -163,8 +180,18 @@ def main(argv: list[str] | None = None) -> int:
             (tmp_path / "gallery").mkdir()
             gallery, described = generated_gallery(tmp_path / "gallery"), "40 generated 5-s tones"
         cache = tmp_path / "cache"
-        cold, server_peak = cold_start(args.model, gallery, cache)
-        warm, server_peak2 = cold_start(args.model, gallery, cache)
+        app_root = args.app_root.resolve()
+        page, cold, server_peak = cold_start(args.model, gallery, cache, app_root=app_root)
+        page2, warm, server_peak2 = cold_start(args.model, gallery, cache, app_root=app_root)
+        if args.start_only:
+            print(f"\napp: {app_root}; model: {args.model}; gallery: {described}; {os.cpu_count()} CPUs\n")
+            print(markdown_table(["measurement", "value"], [
+                ("start → page served (HTTP 200 on /), empty embedding cache", f"{page:.1f} s"),
+                ("start → first /search_text answered, empty embedding cache", f"{cold:.1f} s"),
+                ("restart → page served, embedding cache filled", f"{page2:.1f} s"),
+                ("restart → first /search_text answered", f"{warm:.1f} s"),
+            ]))
+            return 0
 
         from atr_demo.model import load_model
         from atr_demo.ui import make_state
@@ -173,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         state = make_state(model, [gallery], cache_dir=cache, progress=False)
         synth = synthetic_state(model, args.synthetic)
         rows = [
+            ("cold start → page served, HTTP 200 on / (empty embedding cache)", f"{page:.2f} s"),
             ("cold start → first /search_text (empty embedding cache)", f"{cold:.2f} s"),
             ("restart → first /search_text (embedding cache filled)", f"{warm:.2f} s"),
         ]

@@ -214,8 +214,7 @@ def test_mobile_results_on_first_screen(page: object) -> None:
         first.wait_for(state="visible")
         top = first.bounding_box()["y"]
         assert top < 844, f"the first result starts at y = {top:.0f} px, below the first screen (844 px)"
-        ARTIFACTS.mkdir(exist_ok=True)
-        mobile.screenshot(path=str(ARTIFACTS / "mobile-390.png"))
+        shoot(mobile, "text-to-audio-mobile")
     finally:
         mobile.close()
 

@@ -128,10 +128,17 @@ def ship_embeddings(out: Path, model_name: str | None, cache_dir: Path | None = 
     from atr_demo.gallery import PRECISION_ENV
     from atr_demo.model import load_model
 
-    os.environ[PRECISION_ENV] = "fp32"  # ship full-precision embeddings, whatever this CPU prefers
     model = load_model(model_name)
-    with tempfile.TemporaryDirectory() as tmp:  # not the user's cache: it may hold bf16 embeddings
-        gallery = index_gallery(model, [out], cache_dir=cache_dir or Path(tmp), progress=True)
+    previous = os.environ.get(PRECISION_ENV)
+    os.environ[PRECISION_ENV] = "fp32"  # ship full-precision embeddings, whatever this CPU prefers
+    try:
+        with tempfile.TemporaryDirectory() as tmp:  # not the user's cache: it may hold bf16 embeddings
+            gallery = index_gallery(model, [out], cache_dir=cache_dir or Path(tmp), progress=True)
+    finally:
+        if previous is None:
+            os.environ.pop(PRECISION_ENV, None)
+        else:
+            os.environ[PRECISION_ENV] = previous
     if gallery.skipped:
         logger.warning("%d file(s) could not be embedded: %s", len(gallery.skipped), gallery.skipped)
     fingerprint, digest = model_fingerprint(model), model_digest(model)
