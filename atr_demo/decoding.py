@@ -485,8 +485,9 @@ def _window_with_pyav(
 ) -> tuple[np.ndarray, int]:
     """Decode a window with FFmpeg. From the file's start, samples are counted as
     :func:`decode_audio` counts them; past 0 the demuxer seeks to the packet before
-    ``start_s − 0.25 s`` (the pre-roll that codecs with a bit reservoir need) and frames are placed by their timestamps (relative to the stream's start time). A stream
-    without timestamps is decoded from its start instead."""
+    ``start_s − 0.25 s`` (the pre-roll that codecs with a bit reservoir need) and frames are
+    placed by their timestamps (relative to the stream's start time). A stream without
+    timestamps is decoded from its start instead."""
     try:
         container = av.open(f"file:{path}", mode="r", container_options={"format_whitelist": _DEMUXERS})
     except (av.error.FFmpegError, OSError) as exc:
