@@ -216,15 +216,6 @@ def broadcast_(tensors: Sequence[torch.Tensor], ctx: DistContext, src: int = 0) 
             dist.broadcast(t.data, src)
 
 
-def all_reduce_mean(value: float, ctx: DistContext, device: torch.device) -> float:
-    """The mean of a scalar over the ranks."""
-    if not ctx.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / ctx.world_size
-
-
 def check_same_config(config: dict[str, Any], ctx: DistContext) -> None:
     """Every rank must run the same config; raise naming the keys where rank r differs from rank 0.
 
@@ -245,12 +236,3 @@ def check_same_config(config: dict[str, Any], ctx: DistContext) -> None:
     if problems:
         raise ConfigError("the training config differs between ranks (every rank must read the same config and "
                           "--set overrides): " + "; ".join(problems[:5]))
-
-
-def any_rank_failed(failed: bool, ctx: DistContext, device: torch.device) -> bool:
-    """True on every rank when ``failed`` is true on any rank (so all stop together)."""
-    if not ctx.enabled:
-        return failed
-    flag = torch.tensor([1.0 if failed else 0.0], device=device)
-    dist.all_reduce(flag)
-    return bool(flag.item() > 0)
