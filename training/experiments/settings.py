@@ -72,7 +72,9 @@ LEVERS: Methods = {
 TUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "base": {}, "lr3e-3": {"lr": 3e-3}, "lr3e-4": {"lr": 3e-4}, "epochs40": {"epochs": 40},
     "epochs10": {"epochs": 10}, "mlp": {"model.head": "mlp", "model.head_dropout": 0.1},
-    "bs64": {"batch_size": 64}, "bs256": {"batch_size": 256}, "wd0.01": {"optimizer": "adamw", "weight_decay": 0.01},
+    "bs64": {"batch_size": 64}, "bs256": {"batch_size": 256}, "wd0.01": {"optimizer": "adamw", "weight_decay": 0.01,
+               # as when results/tune.* were made: weight decay on every parameter, biases too
+               "decay_bias_and_norm": True},
 }
 
 
