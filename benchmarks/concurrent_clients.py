@@ -4,7 +4,9 @@ Starts ``app.py`` on 127.0.0.1 (a free port; loopback only) in a subprocess, wai
 answer, then runs two phases of ``--seconds`` each:
 
 1. ``normal``: ``--clients`` threads, each with its own ``gradio_client.Client``, send text → audio
-   searches (``/search_text``, k = 10, cosine, a query from a fixed list) back to back;
+   searches (``/search_text``, k = 10, cosine, a query from a fixed list) back to back, and
+   ``--audio-clients`` threads send audio → text searches (``/search_audio``, one 5-second clip),
+   which share the app's one "heavy" worker with zero-shot;
 2. ``with heavy``: the same, while one more client sends the largest request the app allows,
    back to back: ``/zero_shot`` on ``max_files`` (8) uploaded 10-second clips with
    ``max_prompts`` (1 000) prompts: 166 fresh labels × 6 templates + … (the labels change
@@ -139,6 +141,21 @@ def normal_client(url: str, seed: int, deadline: float, tally: Tally) -> None:
     client.close()
 
 
+def audio_client(url: str, clip: Path, deadline: float, tally: Tally) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        try:
+            job = client.submit(handle_file(str(clip)), "", 10, "cosine", api_name="/search_audio")
+            job.result(timeout=REQUEST_TIMEOUT_S)
+            tally.add(time.perf_counter() - start)
+        except Exception as exc:  # noqa: BLE001
+            tally.add(None, f"{type(exc).__name__}: {str(exc)[:120]}")
+    client.close()
+
+
 def heavy_client(url: str, clips: list[Path], limits: Limits, deadline: float, tally: Tally) -> None:
     """The largest allowed zero-shot request, with fresh labels each time, until ``deadline``."""
     from gradio_client import Client, handle_file
@@ -160,17 +177,20 @@ def heavy_client(url: str, clips: list[Path], limits: Limits, deadline: float, t
     client.close()
 
 
-def phase(url: str, clients: int, seconds: float, clips: list[Path] | None, limits: Limits) -> tuple[Tally, Tally]:
-    normal, heavy = Tally(), Tally()
+def phase(
+    url: str, clients: int, audio_clients: int, seconds: float, probe: Path, clips: list[Path] | None, limits: Limits
+) -> tuple[Tally, Tally, Tally]:
+    normal, audio, heavy = Tally(), Tally(), Tally()
     deadline = time.perf_counter() + seconds
     threads = [threading.Thread(target=normal_client, args=(url, i, deadline, normal)) for i in range(clients)]
+    threads += [threading.Thread(target=audio_client, args=(url, probe, deadline, audio)) for _ in range(audio_clients)]
     if clips:
         threads.append(threading.Thread(target=heavy_client, args=(url, clips, limits, deadline, heavy)))
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=seconds + 2 * REQUEST_TIMEOUT_S)
-    return normal, heavy
+    return normal, audio, heavy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="--model for app.py (default: the bundled model)")
     parser.add_argument("--gallery", type=Path, default=None, help="--gallery for app.py (default: bundled_gallery/)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent normal clients")
+    parser.add_argument("--audio-clients", type=int, default=1, help="concurrent audio → text clients")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each phase")
     parser.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the app")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: a temporary one)")
@@ -194,18 +215,22 @@ def main(argv: list[str] | None = None) -> int:
             wave = 0.3 * np.sin(2 * np.pi * (150 + 90 * i) * t) + 0.05 * rng.standard_normal(len(t))
             clips.append(work / f"clip{i}.wav")
             sf.write(clips[-1], wave.astype(np.float32), 16000)
+        probe = work / "probe.wav"
+        t = np.arange(5 * 16000) / 16000
+        sf.write(probe, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
         proc = start_app(args, port, args.cache_dir or work / "cache")
         try:
             ready = wait_ready(proc, port, args.startup_timeout)
             rss_start = rss_mib(proc.pid)
             rows = []
-            normal, _ = phase(url, args.clients, args.seconds, None, limits)
+            normal, audio, _ = phase(url, args.clients, args.audio_clients, args.seconds, probe, None, limits)
             rss_mid = rss_mib(proc.pid)
-            rows.append(["normal only", *normal.row("search_text")[1:], "—", f"{rss_start:.0f}", f"{rss_mid:.0f}"])
-            normal, heavy = phase(url, args.clients, args.seconds, clips, limits)
+            rows.append(["normal only", *normal.row("search_text")[1:], *audio.row("search_audio")[1:], "—",
+                         f"{rss_start:.0f}", f"{rss_mid:.0f}"])
+            normal, audio, heavy = phase(url, args.clients, args.audio_clients, args.seconds, probe, clips, limits)
             rss_end = rss_mib(proc.pid)
             heavy_row = heavy.row("zero_shot")
-            rows.append(["with one heavy client", *normal.row("search_text")[1:],
+            rows.append(["with one heavy client", *normal.row("search_text")[1:], *audio.row("search_audio")[1:],
                          f"{heavy_row[1]} req, p50 {heavy_row[3]} s, {heavy_row[2]} failed",
                          f"{rss_mid:.0f}", f"{rss_end:.0f}"])
         finally:
@@ -219,11 +244,11 @@ def main(argv: list[str] | None = None) -> int:
           f"heavy request: /zero_shot, {limits.max_files} files × 10 s, {limits.max_prompts // len(TEMPLATES)} "
           f"labels × {len(TEMPLATES)} templates\n")
     print(markdown_table(
-        ["phase", "search_text requests", "failures", "p50 (s)", "p95 (s)", "heavy zero_shot", "RSS before (MiB)",
-         "RSS after (MiB)"],
-        rows, right=(1, 2, 3, 4, 6, 7),
+        ["phase", "search_text requests", "failures", "p50 (s)", "p95 (s)", "search_audio requests", "failures",
+         "p50 (s)", "p95 (s)", "heavy zero_shot", "RSS before (MiB)", "RSS after (MiB)"],
+        rows, right=(1, 2, 3, 4, 5, 6, 7, 8, 10, 11),
     ))
-    failures = normal.failures + heavy.failures
+    failures = normal.failures + audio.failures + heavy.failures
     if failures:
         print("\nfirst failures: " + "; ".join(failures[:3]))
     return 0

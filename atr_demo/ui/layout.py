@@ -96,6 +96,9 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
     ttl = state.limits.upload_ttl_s
     fast = {"api_visibility": "private", "concurrency_id": "text", "concurrency_limit": 4}
     heavy = {"api_visibility": "private", "concurrency_id": "heavy", "concurrency_limit": 1}
+    # one clip / one small plan: a queue of its own, so a zero-shot request (up to max_files clips and
+    # max_prompts prompts, ~20 s on 2 cores) never holds an audio search up (benchmarks/concurrent_clients.py)
+    medium = {"api_visibility": "private", "concurrency_id": "medium", "concurrency_limit": 1}
 
     with gr.Blocks(title="atr-demo", delete_cache=(ttl, ttl)) as demo:
         session = gr.State(None)
@@ -154,7 +157,7 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                 gr.on([a_btn.click, audio_in.upload, audio_in.stop_recording],
                       functools.partial(views.audio_view, state), inputs=[audio_in, candidates, a_k, a_mode, session],
                       outputs=[a_note, a_yours, a_table, a_sounds],
-                      **heavy)
+                      **medium)
 
             # -- transport plan ----------------------------------------------------------------
             with gr.Tab("Transport plan", id="transport") as transport_tab:
@@ -178,14 +181,14 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
                 plan_fn = functools.partial(transport_plan_cb, state)
                 plan_inputs = [p_files, p_captions, p_eps, p_mass, session]
                 gr.on([p_btn.click, p_eps.release, p_mass.release], fn=plan_fn, inputs=plan_inputs,
-                      outputs=[p_json, p_plot, p_summary], **heavy)
+                      outputs=[p_json, p_plot, p_summary], **medium)
                 p_draw.click(lambda s: random_draw(state, session=s), inputs=session, outputs=[p_files, p_captions],
                              api_visibility="private").then(plan_fn, inputs=plan_inputs,
-                                                            outputs=[p_json, p_plot, p_summary], **heavy)
+                                                            outputs=[p_json, p_plot, p_summary], **medium)
                 transport_tab.select(
                     lambda f, c, e, m, s, current: (gr.skip(), gr.skip(), gr.skip()) if current is not None
                     else plan_fn(f, c, e, m, s),
-                    inputs=[*plan_inputs, p_json], outputs=[p_json, p_plot, p_summary], **heavy)
+                    inputs=[*plan_inputs, p_json], outputs=[p_json, p_plot, p_summary], **medium)
 
             # -- zero-shot ---------------------------------------------------------------------
             with gr.Tab("Zero-shot ESC-50", id="zeroshot"):
@@ -257,14 +260,14 @@ def build_demo(state: AppState, title: str = "atr-demo: audio-text retrieval wit
         triggers["search_audio"].click(functools.partial(search_audio_cb, state),
                                        inputs=[audio_in, candidates, a_k, a_mode, session],
                                        outputs=api_out["search_audio"], api_name="search_audio",
-                                       concurrency_id="heavy", concurrency_limit=1)
+                                       concurrency_id="medium", concurrency_limit=1)
         triggers["zero_shot"].click(functools.partial(views.zero_shot_api, state),
                                     inputs=[z_files, z_rec, z_labels, z_template, z_top, z_mode],
                                     outputs=api_out["zero_shot"], api_name="zero_shot",
                                     concurrency_id="heavy", concurrency_limit=1)
         triggers["transport_plan"].click(functools.partial(views.transport_plan_api, state), inputs=plan_inputs,
                                          outputs=api_out["transport_plan"], api_name="transport_plan",
-                                         concurrency_id="heavy", concurrency_limit=1)
+                                         concurrency_id="medium", concurrency_limit=1)
 
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
