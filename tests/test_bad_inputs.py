@@ -7,6 +7,7 @@ import builtins
 import io
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -361,3 +362,25 @@ def test_gallery_file_guard_refuses_everything_but_served_audio(state: ui.AppSta
     assert not is_refused(f"/gradio_api/info{root}/.env", [root], served)  # not the file route
     options = ui.launch_options(state)
     assert options["allowed_paths"] == [root] and options["max_file_size"] == 50_000_000
+
+
+def test_uploads_are_deleted_after_the_ttl(tmp_path: Path, model: Any, state: ui.AppState) -> None:
+    from gradio_client import Client, handle_file
+
+    short = ui.AppState(model=model, gallery=state.gallery, roots=state.roots, limits=Limits(upload_ttl_s=1))
+    demo = ui.build_demo(short)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **ui.launch_options(short))
+    try:
+        clip = write_tone(tmp_path / "upload-me.wav", seconds=0.5)
+        Client(f"http://127.0.0.1:{port}/", verbose=False).predict(handle_file(str(clip)), "", 3, "cosine",
+                                                                    api_name="/search_audio")
+        uploads = [Path(f) for f in demo.upload_file_set if Path(f).name == "upload-me.wav"]
+        assert uploads and all(f.is_file() for f in uploads)
+        deadline = time.monotonic() + 15
+        while any(f.exists() for f in uploads) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert not any(f.exists() for f in uploads)  # deleted by the server after upload_ttl_s
+    finally:
+        demo.close()
