@@ -26,7 +26,7 @@ from atr_demo.index.commands import add_index_parser, cmd_index, gallery_from_in
 from atr_demo.limits import Limits, check_k
 from atr_demo.model import load_model
 from atr_demo.retrieval import MODES
-from atr_demo.search import display_name, label_clips, search_text
+from atr_demo.search import MAX_ANCHORS, display_name, label_clips, search_text
 from atr_demo.zeroshot import check_template, embed_labels, load_labels
 
 logger = logging.getLogger("atr_demo")
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--top", type=int, default=5, help="labels to show per file")
     label.add_argument("--template", action="append", default=None, help="prompt template with {} (repeatable)")
     label.add_argument("--mode", choices=MODES, default=None, help="scoring (default: the model's)")
+    label.add_argument(
+        "--anchors", action="append", default=None,
+        help="transport mode: other audio files or folders solved together with yours, so that the "
+             "plan can balance the labels over a batch (repeatable; needed when there are fewer files than labels)",
+    )
     label.add_argument("--max-prompts", type=int, default=None,
                        help="most prompts (labels × templates) embedded (default: $ATR_MAX_PROMPTS or 1000)")
     _common(label)
@@ -116,7 +121,10 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise ATRError("label needs audio files or folders, or --index INDEX")
     _report_skipped(gallery.skipped)
     mode = args.mode or model.config.scoring
-    labelled = label_clips(model, gallery.files, gallery.embeddings, label_set, top=top, mode=mode)
+    anchors = None
+    if mode == "transport":
+        anchors = _transport_anchors(model, args, n_files=len(gallery.files), n_labels=len(label_set.labels))
+    labelled = label_clips(model, gallery.files, gallery.embeddings, label_set, top=top, mode=mode, anchors=anchors)
     # one row per file found: its labels, or (after the labelled ones) why it has none
     results: list[dict[str, Any]] = labelled + [{"file": str(f), "error": reason} for f, reason in gallery.skipped]
     if args.json:
@@ -130,6 +138,28 @@ def cmd_label(args: argparse.Namespace) -> int:
                 rows.append((r["file"] if n == 0 else "", lab["label"], f"{lab['score']:.3f}"))
         _print_table(rows)
     return 1 if gallery.skipped else 0
+
+
+def _transport_anchors(model: Any, args: argparse.Namespace, n_files: int, n_labels: int) -> Any:
+    """Embeddings of ``--anchors`` clips for transport labelling, or ``None`` when the files alone suffice.
+
+    The transport plan gives every label an equal share of the mass over the clips it sees; with
+    fewer clips than labels (one file and 50 ESC-50 labels) every label gets the same score, which
+    says nothing. Such a run needs other clips to compete with (``--anchors``), or cosine scoring.
+    """
+    if not args.anchors:
+        if n_files < n_labels:
+            raise ATRError(
+                f"--mode transport balances the {n_labels} labels over the clips it labels, and {n_files} "
+                f"file(s) give every label the same score; add --anchors FOLDER (other clips to solve with, "
+                f"e.g. bundled_gallery/audio) or use --mode cosine"
+            )
+        return None
+    anchor_gallery = index_gallery(model, args.anchors, cache_dir=args.cache_dir, progress=not args.json)
+    _report_skipped(anchor_gallery.skipped)
+    if not len(anchor_gallery.files):
+        raise ATRError("--anchors holds no usable audio files; give a folder of audio clips")
+    return anchor_gallery.embeddings[:MAX_ANCHORS]
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -120,3 +120,22 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     rows = json.loads(out)
     assert code == 1 and len(rows) == 1 and rows[0]["file"] == str(bad) and "not readable audio" in rows[0]["error"]
     assert err.count("x.mp3") == 2 and len(err.splitlines()) == 1  # one line: "skipped FILE: reason", not twice
+
+
+def test_cli_label_transport_needs_anchors_for_a_lone_file(
+    library: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One file and 50 labels: the plan would give every label 1/50, so the CLI refuses and says
+    what to do; with other clips as anchors the scores differ between labels."""
+    lone = ["label", str(library / "a.wav"), "--model", "tiny", "--mode", "transport", "--json",
+            "--cache-dir", str(tmp_path / "c")]
+    code, out, err = _run(capsys, lone)
+    assert code == 1 and out == ""
+    assert "--anchors" in err and "--mode cosine" in err and "same score" in err
+    anchors = tmp_path / "anchors"
+    for n, freq in enumerate((150, 300, 500, 700, 1000, 1500, 2500, 4000)):
+        write_tone(anchors / f"t{n}.wav", freq, 1.0, noise=0.05 * n)
+    code, out, _ = _run(capsys, [*lone, "--anchors", str(anchors), "--top", "50"])
+    scores = [lab["score"] for lab in json.loads(out)[0]["labels"]]
+    assert code == 0 and len(scores) == 50
+    assert max(scores) - min(scores) > 1e-3 * max(scores)  # not uniform: the anchors carry information
