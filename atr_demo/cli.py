@@ -165,7 +165,7 @@ def _transport_anchors(model: Any, args: argparse.Namespace, n_files: int, n_lab
 def cmd_search(args: argparse.Namespace) -> int:
     k = check_k(args.k, what="--k")
     if args.index:
-        return run_index_search(args, k, _print_table)
+        return run_index_search(args, k, lambda results: _write_search_results(results, args.json))
     if not args.gallery:
         raise ATRError("search needs --gallery FOLDER or --index INDEX")
     model = load_model(args.model, args.revision)
@@ -177,7 +177,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     results = search_text(
         model, gallery, args.queries, k=k, mode=args.mode or model.config.scoring, roots=[args.gallery]
     )
-    if args.json:
+    _write_search_results(results, args.json)
+    return 1 if gallery.skipped else 0
+
+
+def _write_search_results(results: list[dict[str, Any]], as_json: bool) -> None:
+    """Print ``[{"query", "results": [{"file", "score", "caption"?}]}]`` as JSON or as a table."""
+    if as_json:
         slim = [
             {
                 "query": r["query"],
@@ -189,13 +195,12 @@ def cmd_search(args: argparse.Namespace) -> int:
             for r in results
         ]
         sys.stdout.write(json.dumps(slim, indent=2) + "\n")
-    else:
-        rows = [("query", "rank", "score", "file")]
-        for r in results:
-            for n, hit in enumerate(r["results"], 1):
-                rows.append((r["query"] if n == 1 else "", str(n), f"{hit['score']:.4f}", hit["file"]))
-        _print_table(rows)
-    return 1 if gallery.skipped else 0
+        return
+    rows = [("query", "rank", "score", "file")]
+    for r in results:
+        for n, hit in enumerate(r["results"], 1):
+            rows.append((r["query"] if n == 1 else "", str(n), f"{hit['score']:.4f}", hit["file"]))
+    _print_table(rows)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

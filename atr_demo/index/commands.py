@@ -75,8 +75,11 @@ def refresh_index(model: ATRModel, index: str, cache_dir: str | None, progress: 
                     ann_threshold=int(header["ann"].get("threshold", ANN_THRESHOLD)), progress=progress)
 
 
-def run_index_search(args: argparse.Namespace, k: int, print_table: Callable[[list[tuple[str, ...]]], None]) -> int:
-    """``search QUERY... --index INDEX``: refresh the index (unless --no-refresh), then search it."""
+def run_index_search(
+    args: argparse.Namespace, k: int, write_results: Callable[[list[dict[str, Any]]], None]
+) -> int:
+    """``search QUERY... --index INDEX``: refresh the index (unless --no-refresh), search it, and hand
+    the results (``[{"query", "results": [...]}]``) to ``write_results`` (the CLI's printer)."""
     from atr_demo.index import open_index, search_text_index
 
     model = load_model(args.model, args.revision)
@@ -88,17 +91,7 @@ def run_index_search(args: argparse.Namespace, k: int, print_table: Callable[[li
     method = "exact" if getattr(args, "exact", False) else "auto"
     results = search_text_index(model, searcher, args.queries, k=k, mode=args.mode or model.config.scoring,
                                 method=method)
-    if args.json:
-        slim = [{"query": r["query"], "results": [
-            {"file": x["file"], "score": x["score"], **({"caption": x["caption"]} if "caption" in x else {})}
-            for x in r["results"]]} for r in results]
-        sys.stdout.write(json.dumps(slim, indent=2) + "\n")
-    else:
-        rows = [("query", "rank", "score", "file")]
-        for r in results:
-            for n, hit in enumerate(r["results"], 1):
-                rows.append((r["query"] if n == 1 else "", str(n), f"{hit['score']:.4f}", hit["file"]))
-        print_table(rows)
+    write_results(results)
     return 0
 
 
