@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +30,30 @@ def write_tone(
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), data.astype(np.float32), sr)
     return path
+
+
+def write_caption_corpus(
+    root: Path,
+    words: Sequence[str],
+    split_of: Callable[[int], str],
+    freq: tuple[float, float] = (150.0, 90.0),
+    seconds: tuple[float, float] = (0.4, 0.05),
+    extra: Callable[[int], dict[str, Any]] | None = None,
+) -> Path:
+    """A small seeded corpus under ``root``: ``audio/<i>.wav`` and ``manifest.jsonl``.
+
+    Clip ``i`` is a tone of ``freq[0] + freq[1]·i`` Hz lasting ``seconds[0] + seconds[1]·i`` s with
+    seeded noise, captioned "a <words[i]>" and "the <words[i]> loudly", in split ``split_of(i)``,
+    recording group ``g<i>``; ``extra(i)`` adds manifest fields.
+    """
+    rows = []
+    for i, text in enumerate(words):
+        write_tone(root / "audio" / f"{i}.wav", freq=freq[0] + freq[1] * i, seconds=seconds[0] + seconds[1] * i,
+                   noise=0.05, seed=i)
+        rows.append({"clip_id": f"c{i}", "audio": f"audio/{i}.wav", "captions": [f"a {text}", f"the {text} loudly"],
+                     "split": split_of(i), "group": f"g{i}", **(extra(i) if extra else {})})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
 
 
 def make_tiny_bert(directory: Path, extra_words: Sequence[str] = ()) -> Path:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from atr_demo.errors import ConfigError
 
-from tests.helpers import write_tone
+from tests.helpers import write_caption_corpus
 from training import checkpointing
 from training.config import TrainConfig
 from training.train import train
@@ -24,15 +24,8 @@ WORDS = ["dog barks", "rain falls", "bell rings", "engine runs", "bird sings", "
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 seeded clips: 10 train (3 batches of 4, 4, 2 per epoch), 2 validation."""
-    root = tmp_path_factory.mktemp("corpus")
-    rows = []
-    for i, words in enumerate(WORDS):
-        write_tone(root / "audio" / f"{i}.wav", freq=150 + 90 * i, seconds=0.4 + 0.05 * i, noise=0.05, seed=i)
-        rows.append({"clip_id": f"c{i}", "audio": f"audio/{i}.wav", "captions": [f"a {words}", f"the {words} loudly"],
-                     "split": "train" if i < 10 else "validation", "group": f"g{i}", "start_s": 0.0,
-                     "duration_s": None})
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
+    return write_caption_corpus(tmp_path_factory.mktemp("corpus"), WORDS, lambda i: "train" if i < 10 else "validation",
+                                extra=lambda i: {"start_s": 0.0, "duration_s": None})
 
 
 def _config(corpus: Path, out: Path, **kw: object) -> TrainConfig:

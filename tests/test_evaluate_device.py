@@ -12,7 +12,7 @@ import torch
 from atr_demo.devices import resolve_device
 from atr_demo.errors import ConfigError
 
-from tests.helpers import write_tone
+from tests.helpers import write_caption_corpus
 from training import evaluate
 
 WORDS = ["dog barks", "rain falls", "bell rings", "engine runs", "bird sings", "wind blows", "car horn"]
@@ -21,14 +21,8 @@ WORDS = ["dog barks", "rain falls", "bell rings", "engine runs", "bird sings", "
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """7 seeded clips with 2 captions each (one ESC-50 labelled: zero-shot is scored too)."""
-    root = tmp_path_factory.mktemp("evaldata")
-    rows = []
-    for i, words in enumerate(WORDS):
-        write_tone(root / "audio" / f"{i}.wav", freq=200 + 110 * i, seconds=0.3 + 0.1 * i, noise=0.05, seed=i)
-        rows.append({"clip_id": f"c{i}", "audio": f"audio/{i}.wav", "captions": [f"a {words}", f"the {words} loudly"],
-                     "split": "test", "group": f"g{i}", "esc50": "dog" if i == 0 else None})
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
+    return write_caption_corpus(tmp_path_factory.mktemp("evaldata"), WORDS, lambda i: "test", freq=(200, 110),
+                                seconds=(0.3, 0.1), extra=lambda i: {"esc50": "dog" if i == 0 else None})
 
 
 def _run(data: Path, out: Path, *extra: str) -> dict:

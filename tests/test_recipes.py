@@ -18,7 +18,7 @@ from atr_demo.backbones import aisfx
 from atr_demo.config import ModelConfig
 from atr_demo.model import create_model, load_model
 
-from tests.helpers import make_tiny_bert, make_tiny_clap, make_tiny_roberta, write_tone
+from tests.helpers import make_tiny_bert, make_tiny_clap, make_tiny_roberta, write_caption_corpus
 from training.config import TrainConfig, load_train_config
 from training.train import train
 
@@ -32,14 +32,8 @@ WORDS = ["dog barks", "rain falls", "bell rings", "engine runs", "bird sings", "
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 short seeded clips, 2 captions each: 8 train, 4 validation."""
-    root = tmp_path_factory.mktemp("recipe-data")
-    rows = []
-    for i, words in enumerate(WORDS):
-        write_tone(root / "audio" / f"{i}.wav", freq=150 + 80 * i, seconds=0.5 + 0.05 * i, noise=0.05, seed=i)
-        rows.append({"clip_id": f"c{i}", "audio": f"audio/{i}.wav", "captions": [f"a {words}", f"the {words} loudly"],
-                     "split": "train" if i < 8 else "validation", "group": f"g{i}"})
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
+    return write_caption_corpus(tmp_path_factory.mktemp("recipe-data"), WORDS,
+                                lambda i: "train" if i < 8 else "validation", freq=(150, 80), seconds=(0.5, 0.05))
 
 
 @pytest.mark.parametrize("name", HTSAT + AISFX)
