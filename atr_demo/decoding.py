@@ -159,12 +159,19 @@ def decode_audio(source: str | Path | bytes, *, max_duration_s: float | None = N
         decoded = _decode_with_soundfile(sf_input, what, max_duration_s)
     if decoded is None:
         decoded = _decode_with_pyav(av_input, head, what, max_duration_s)
+    return _checked_samples(
+        decoded, what,
+        "holds no samples (an empty recording, or cut off before its first sound); "
+        "record or export a clip with sound, or re-download it",
+    )
+
+
+def _checked_samples(decoded: tuple[np.ndarray, int], what: str, empty: str) -> tuple[np.ndarray, int]:
+    """``decoded`` (samples (n, channels), rate) unchanged, or :class:`EmptyAudioError` (``what`` +
+    ``empty``) when it holds no samples, or :class:`InvalidAudioError` when one is NaN or infinite."""
     samples, rate = decoded
     if samples.shape[0] == 0:
-        raise EmptyAudioError(
-            f"{what} holds no samples (an empty recording, or cut off before its first sound); "
-            "record or export a clip with sound, or re-download it"
-        )
+        raise EmptyAudioError(f"{what} {empty}")
     if not np.isfinite(samples).all():
         raise InvalidAudioError(f"{what} contains NaN or infinite samples; re-export it")
     return samples, rate
@@ -417,15 +424,11 @@ def decode_window(path: str | Path, start_s: float = 0.0, duration_s: float | No
     decoded = _window_with_soundfile(path, what, start_s, duration_s) if _libsndfile_is_faster(head) else None
     if decoded is None:
         decoded = _window_with_pyav(path, head, what, start_s, duration_s)
-    samples, rate = decoded
-    if samples.shape[0] == 0:
-        raise EmptyAudioError(
-            f"{what} holds no samples from {start_s:.2f} s on (an empty recording, a segment past its end, "
-            "or a file cut off early); check the segment or re-export the file"
-        )
-    if not np.isfinite(samples).all():
-        raise InvalidAudioError(f"{what} contains NaN or infinite samples; re-export it")
-    return samples, rate
+    return _checked_samples(
+        decoded, what,
+        f"holds no samples from {start_s:.2f} s on (an empty recording, a segment past its end, "
+        "or a file cut off early); check the segment or re-export the file",
+    )
 
 
 def _window_with_soundfile(
