@@ -82,11 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.model, revision=args.revision)
         state = make_state(model, args.gallery, cache_dir=args.cache_dir, progress=True,
                            max_upload_s=limits.max_upload_s, limits=limits)
-        if args.index is not None:
-            from atr_demo.index.commands import gallery_from_index, index_roots
+        if args.index is not None:  # the index's own search and columns: nothing built per clip
+            from atr_demo.index import open_index
+            from atr_demo.index.view import IndexGallery
 
-            state.gallery = gallery_from_index(model, str(args.index)).extend(state.gallery)
-            state.roots = index_roots(args.index) + state.roots
+            searcher = open_index(model, args.index)
+            state.gallery = IndexGallery(searcher).extend(state.gallery)
+            state.roots = list(searcher.data.roots) + state.roots
         state.model_ref = (args.model or "bundled checkpoint") + (f" @ {args.revision}" if args.revision else "")
     except ATRError as exc:
         logger.error("%s", exc)

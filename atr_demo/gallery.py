@@ -254,6 +254,10 @@ class Gallery:
         """The first caption of each clip that has one."""
         return [c for m in self.metadata for c in (m.get("captions") or [m.get("caption")])[:1] if c]
 
+    def rows(self, idx: slice | list[int]) -> torch.Tensor:
+        """(m, d) float32 embeddings of the clips ``idx`` selects."""
+        return self.embeddings[idx]
+
     def extend(self, other: Gallery) -> Gallery:
         """A new gallery with ``other``'s clips appended (files already present are skipped)."""
         known = {str(f) for f in self.files}

@@ -15,8 +15,13 @@ format, HNSW always built here), reopens it, and times, per query (medians over 
 
 ``recall_at_10`` is the overlap of the top 10 with exact search in the same mode (transport:
 with the joint solve up to ``--joint-max-n`` clips, above it with the exact potential scores).
-Also printed: index build time (write, HNSW, transport potentials), load time and bytes per clip
-on disk.
+Also printed: index build time (write, HNSW, transport potentials), load time, the time the app
+takes to open the index (``app_open_s``: :class:`atr_demo.index.view.IndexGallery` over
+:func:`atr_demo.index.open_index`) and bytes per clip on disk.
+
+``--index FOLDER`` measures a saved index instead (e.g. one of 10⁶ clips whose HNSW graphs took
+minutes to build): load time, resident memory per clip after serving the queries (graph,
+metadata columns, the memory-mapped rows the re-ranking touched), then the same rows.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ import numpy as np
 import torch
 
 from atr_demo.gallery import index_gallery, model_fingerprint
+from atr_demo.index import open_index
 from atr_demo.index.ann import Searcher, ann_params, deserialize, serialize
 from atr_demo.index.build import ann_graphs, transport_precompute
-from atr_demo.index.commands import gallery_from_index
 from atr_demo.index.store import ANN, COLUMNS, IndexData, read_index, write_index
+from atr_demo.index.view import IndexGallery
 from atr_demo.model import load_model
 from atr_demo.retrieval import metric_factor, transform_rows, transport_scores
 
@@ -111,10 +117,7 @@ def run(sizes: list[int], n_queries: int, n_joint: int, spread: float = 0.5,  # 
             loaded = read_index(folder)
             graphs = deserialize((folder / ANN).read_bytes()) if graphs else {}
             t_load = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            app_gallery = gallery_from_index(model, str(folder))
-            t_app = time.perf_counter() - t0
-            del app_gallery
+            t_app = _app_open(model, folder)
             bytes_per_clip = sum(loaded.header["bytes"].values()) / n
             searcher = Searcher(loaded, factor, model.metric is not None, model.config.eps, graphs)
             build = {"n": n, "mode": "build", "method": "index", "hnsw_s": round(t_hnsw, 2),
@@ -126,6 +129,49 @@ def run(sizes: list[int], n_queries: int, n_joint: int, spread: float = 0.5,  # 
             rows.extend(_modes(n, emb, metric_rows, queries, searcher, factor, model, anchors, potentials,
                                n_joint if n <= joint_max_n else 0))
     return rows
+
+
+def _app_open(model, folder: Path) -> float:
+    """Seconds to open ``folder`` the way ``app.py --index`` does: the index, its ANN graphs, and the
+    columns the first page needs (captions, captioned rows, names)."""
+    t0 = time.perf_counter()
+    view = IndexGallery(open_index(model, folder))
+    view.captions(), view.captioned(), view.names()
+    return time.perf_counter() - t0
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_saved(folder: Path, n_queries: int, n_joint: int, joint_max_n: int) -> list[dict]:
+    """Measure a saved index (``--index``): load time, resident bytes per clip after ANN queries, then
+    every method and mode as :func:`run` does (the numpy / FAISS-flat references copy it as float32)."""
+    model = load_model(None)
+    gallery = index_gallery(model, ROOT / "bundled_gallery", progress=False)
+    queries = model.embed_texts(gallery.captions()[:n_queries]).numpy().astype(np.float32)
+    factor = metric_factor(model.metric)
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    loaded = read_index(folder)
+    graphs = deserialize((folder / ANN).read_bytes()) if (folder / ANN).is_file() else {}
+    t_load = time.perf_counter() - t0
+    searcher = Searcher(loaded, factor, model.metric is not None, model.config.eps, graphs)
+    for q in queries:  # what serving touches: the graph, the columns, the re-ranked rows
+        searcher.search(torch.from_numpy(q[None]), 10, "cosine")
+    n = len(loaded)
+    build = {"n": n, "mode": "build", "method": "saved", "load_s": round(t_load, 2),
+             "app_open_s": round(_app_open(model, folder), 2), "ann": loaded.header["ann"],
+             "dtype": loaded.header["dtype"], "disk_bytes_per_clip": round(sum(loaded.header["bytes"].values()) / n),
+             "ram_bytes_per_clip": round((_rss_mb() - rss0) * 2**20 / n)}
+    print(json.dumps(build), flush=True)
+    emb = np.asarray(loaded.embeddings, dtype=np.float32)
+    metric_rows = None if loaded.metric_rows is None else np.asarray(loaded.metric_rows, dtype=np.float32)
+    return [build, *_modes(n, emb, metric_rows, queries, searcher, factor, model, loaded.anchors,
+                           loaded.potentials, n_joint if n <= joint_max_n else 0)]
 
 
 def _modes(n, emb, metric_rows, queries, searcher, factor, model, anchors, potentials, n_joint) -> list[dict]:
@@ -200,10 +246,15 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=0.5, help="mixture covariance / bundled covariance")
     parser.add_argument("--joint-max-n", type=int, default=100_000, help="largest n with the joint solve")
     parser.add_argument("--no-ann", action="store_true", help="skip the HNSW graphs (and the ANN rows)")
+    parser.add_argument("--index", type=Path, default=None,
+                        help="measure this saved index instead of synthetic ones (--sizes ignored)")
     parser.add_argument("--json", action="store_true", help="print only the JSON rows (one per line)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    rows = run(args.sizes, args.queries, args.joint, args.spread, args.joint_max_n, not args.no_ann)
+    if args.index is not None:
+        rows = run_saved(args.index, args.queries, args.joint, args.joint_max_n)
+    else:
+        rows = run(args.sizes, args.queries, args.joint, args.spread, args.joint_max_n, not args.no_ann)
     if not args.json:
         print("| n | mode | method | p50 ms | recall@10 |")
         print("|---:|---|---|---:|---:|")

@@ -181,18 +181,22 @@ class Searcher:
         return _top(scores, k)
 
     def ann_search(self, queries: torch.Tensor, k: int, mode: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
-        """HNSW shortlist of the mode's space, re-ranked exactly (exact search when there is no graph)."""
+        """HNSW shortlist of the mode's space, re-ranked exactly (exact search when there is no graph).
+
+        Transport mode takes its shortlist from the transport graph, or, in an index built without
+        one, :data:`TRANSPORT_CANDIDATES` nearest rows of its cost space's graph (cosine or metric).
+        """
         self._check(mode)
         space = "metric" if self._space(mode) is self.data.metric_rows and self.data.metric_rows is not None \
             else "cosine"
-        if mode == "transport":
+        if mode == "transport" and "transport" in self.ann:
             space = "transport"
         if space not in self.ann:
             return self.exact(queries, k, mode)
         q = self._query(queries, mode)
         wanted = TRANSPORT_CANDIDATES if mode == "transport" else CANDIDATES
         probe = q
-        if mode == "transport":  # [u, 0] with u = [Lq, 1]: see transport_rows
+        if space == "transport":  # [u, 0] with u = [Lq, 1]: see transport_rows
             probe = np.concatenate([q, np.ones((len(q), 1), np.float32), np.zeros((len(q), 1), np.float32)], 1)
         _, cand = self.ann[space].search(probe, max(k, wanted))
         rows = self._space(mode)

@@ -95,13 +95,6 @@ def run_index_search(
     return 0
 
 
-def index_roots(index: str | Path) -> list[Path]:
-    """The library folders of ``index`` as they resolve now (see :func:`atr_demo.index.store.resolve_roots`)."""
-    from atr_demo.index.store import resolve_roots
-
-    return resolve_roots(Path(index), read_header(index))
-
-
 def gallery_from_index(model: ATRModel, index: str, paths: list[str] | None = None) -> Gallery:
     """The clips of ``index`` as a :class:`Gallery` (all of them, or those under ``paths``)."""
     from atr_demo.gallery import model_fingerprint

@@ -14,7 +14,7 @@ players get the server path back from that name with :func:`playable`, for galle
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from atr_demo.errors import ATRError, LimitError
 from atr_demo.gallery import Gallery, index_gallery
+from atr_demo.index.view import IndexGallery
 from atr_demo.limits import DEFAULT_LIMITS, Limits, check_k
 from atr_demo.retrieval import MODES, cost_matrix, score_matrix, scores_to_probabilities, top_k, transport_plan
 from atr_demo.search import MAX_ANCHORS, display_name, label_clips, search_text
@@ -75,8 +76,10 @@ def clip_name(state: AppState, path: str | Path) -> str:
     return display_name(path, [*state.roots, upload_root()])
 
 
-def served_clips(state: AppState) -> dict[str, Path]:
-    """Public name → server path of every shared gallery clip (built once)."""
+def served_clips(state: AppState) -> Mapping[str, Path]:
+    """Public name → server path of every shared gallery clip (built once; looked up per name for an index)."""
+    if state._served is None and isinstance(state.gallery, IndexGallery):
+        state._served = state.gallery.name_map()
     if state._served is None:
         state._served = {clip_name(state, f): Path(f) for f in state.gallery.files}
     return state._served
@@ -163,6 +166,12 @@ def search_text_cb(
         raise UserError(
             "the gallery is empty: add sounds in the 'Your library' tab or start the app with --gallery DIR"
         )
+    if isinstance(gallery, IndexGallery):  # the index alone: its own search (ANN when it has a graph)
+        found, best = gallery.search(state.model.embed_texts([query]), k, mode)
+        return {"query": query, "mode": mode,
+                "results": [_result_row(rank, gallery.data.row_meta(i), score, "gallery", gallery.names()[i])
+                            for rank, (i, score) in enumerate(found, 1)],
+                **_match_verdict(state, best)}
     anchors = state.text_anchors() if mode == "transport" else None
     hits = search_text(state.model, gallery, [query], k=k, mode=mode, anchors=anchors)[0]["results"]
     n_shared = len(state.gallery)
@@ -228,7 +237,7 @@ def search_audio_cb(
     if not user and not texts:
         raise UserError("there are no captions to rank: type candidate captions, one per line")
     gallery = state.combined(session)
-    anchors = gallery.embeddings[:MAX_ANCHORS] if mode == "transport" else None
+    anchors = gallery.rows(slice(0, MAX_ANCHORS)) if mode == "transport" else None
 
     def rank(embeddings: torch.Tensor, captions: list[str], files: list[str] | None) -> list[dict[str, Any]]:
         scores = score_matrix(
@@ -248,7 +257,11 @@ def search_audio_cb(
     verdict = _match_verdict(state, float((emb @ query[0]).max())) if texts else {
         "best_cosine": None, "no_good_match": None, "threshold": state.no_match_threshold()}
     sounds: list[dict[str, Any]] = []
-    if len(gallery):
+    if isinstance(gallery, IndexGallery):  # the index alone: its own search (ANN when it has a graph)
+        found, _ = gallery.search(query, NEAREST_SOUNDS, "metric" if mode == "metric" else "cosine")
+        sounds = [_result_row(r, gallery.data.row_meta(i), v, "gallery", gallery.names()[i])
+                  for r, (i, v) in enumerate(found, 1)]
+    elif len(gallery):
         g_scores = score_matrix(query, gallery.embeddings, mode="metric" if mode == "metric" else "cosine",
                                 metric=state.model.metric)
         g_values, g_idx = top_k(g_scores, NEAREST_SOUNDS)
@@ -317,7 +330,7 @@ def zero_shot_cb(
         raise UserError("none of the files could be classified: " + "; ".join(errors.values()))
     label_set = state.label_set(label_list, templates)
     audio = torch.cat([e for _, e in embedded])
-    anchors = state.gallery.embeddings[:MAX_ANCHORS] if mode == "transport" else None
+    anchors = state.gallery.rows(slice(0, MAX_ANCHORS)) if mode == "transport" else None
     good = [n for n, _ in embedded]
     labelled = label_clips(state.model, [Path(paths[n]) for n in good], audio, label_set, top=top, mode=mode,
                            anchors=anchors)
@@ -346,6 +359,12 @@ def _embed_named(state: AppState, path: str) -> torch.Tensor:
 
 def _resolve_clips(gallery: Gallery, names: Sequence[str]) -> list[int]:
     """Indices of gallery clips given by file name, relative name or full path."""
+    if isinstance(gallery, IndexGallery):  # its names are unique: one lookup each, no pass over the clips
+        found = [gallery.row_of(str(name)) for name in names]
+        for name, row in zip(names, found, strict=True):
+            if row is None:
+                raise UserError(f"{name!r} is not a clip of the gallery: pick clips from the list")
+        return [int(row) for row in found if row is not None]
     by_key: dict[str, int] = {}
     for i, f in enumerate(gallery.files):
         by_key.setdefault(Path(f).name, i)
@@ -367,7 +386,10 @@ def random_draw(
     gallery = state.combined(session)
     rng = random.Random(seed)
     choices = clip_choices(gallery)
-    captioned = [i for i, m in enumerate(gallery.metadata) if clip_captions(m)] or list(range(len(gallery)))
+    if isinstance(gallery, IndexGallery):
+        captioned: Sequence[int] = gallery.captioned()
+    else:
+        captioned = [i for i, m in enumerate(gallery.metadata) if clip_captions(m)] or list(range(len(gallery)))
     picked = sorted(rng.sample(captioned, min(n, len(captioned))))
     captions = [(clip_captions(gallery.metadata[i]) or [Path(gallery.files[i]).stem])[0] for i in picked]
     rng.shuffle(captions)
@@ -409,7 +431,7 @@ def transport_plan_cb(
         raise UserError(f"the transported mass must be in (0, 1], got {mass}")
     gallery = state.combined(session)
     idx = _resolve_clips(gallery, names)
-    audio = gallery.embeddings[idx]
+    audio = gallery.rows(idx)
     text = state.model.embed_texts(texts)
     with torch.no_grad():
         cost = cost_matrix(audio, text, state.model.metric)

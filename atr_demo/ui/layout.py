@@ -20,6 +20,7 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from atr_demo.index.view import IndexGallery
 from atr_demo.ui import views
 from atr_demo.ui.callbacks import (
     MAX_PLAN_ITEMS,
@@ -78,7 +79,8 @@ def launch_options(state: AppState) -> dict[str, Any]:
     other file under them (metadata, ``.env``, notes), with one set lookup per request.
     """
     guard = Middleware(GalleryFileGuard, roots=[str(r) for r in state.roots],
-                       served=served_paths(state.gallery.files), names=served_clips(state))
+                       served=state.gallery.served() if isinstance(state.gallery, IndexGallery)
+                       else served_paths(state.gallery.files), names=served_clips(state))
     return {
         "allowed_paths": [str(r) for r in state.roots],
         "app_kwargs": {"middleware": [guard]},

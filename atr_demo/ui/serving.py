@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -49,7 +49,7 @@ def served_paths(files: Iterable[str | Path]) -> frozenset[str]:
     return frozenset(out)
 
 
-def is_refused(request_path: str, roots: Iterable[str], served: frozenset[str]) -> bool:
+def is_refused(request_path: str, roots: Iterable[str], served: Container[str]) -> bool:
     """True when ``request_path`` (a URL path) asks for a file under one of ``roots`` that is not in ``served``."""
     at = request_path.find(FILE_ROUTE)
     if at < 0:
@@ -70,17 +70,20 @@ class GalleryFileGuard:
     """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], roots: Iterable[str | Path],
-                 served: frozenset[str], names: Mapping[str, str | Path] | None = None) -> None:
+                 served: Container[str], names: Mapping[str, str | Path] | None = None) -> None:
         self.app = app
         self.roots = [os.path.abspath(r) for r in roots] + [str(Path(r).resolve()) for r in roots]
         self.served = served
-        self.names = {str(k): str(v) for k, v in (names or {}).items()}
+        # a plain dict is copied; any other mapping (an index's lazy one) is looked up per request
+        self.names: Mapping[str, Any] = ({str(k): str(v) for k, v in names.items()} if isinstance(names, dict)
+                                         else names if names is not None else {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
         at = path.find(AUDIO_ROUTE)
         if scope.get("type") == "http" and at >= 0 and scope.get("method") in ("GET", "HEAD"):
-            target = self.names.get(path[at + len(AUDIO_ROUTE):])
+            found = self.names.get(path[at + len(AUDIO_ROUTE):])
+            target = None if found is None else str(found)
             if target is None or not os.path.isfile(target):
                 response: Any = PlainTextResponse("No such gallery clip.", status_code=404)
             else:

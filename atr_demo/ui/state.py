@@ -6,7 +6,7 @@ import functools
 import logging
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from atr_demo.confidence import (
 from atr_demo.errors import ATRError
 from atr_demo.gallery import Gallery, index_gallery, model_fingerprint
 from atr_demo.gallery import clip_captions as clip_captions  # re-exported for the callbacks
+from atr_demo.index.view import IndexGallery
 from atr_demo.limits import Limits
 from atr_demo.model import ATRModel
 from atr_demo.retrieval import MODES
@@ -66,7 +67,7 @@ class AppState:
     max_upload_s: float = DEFAULT_MAX_UPLOAD_S
     model_ref: str | None = None
     limits: Limits = field(default_factory=Limits)
-    _served: dict[str, Path] | None = field(default=None, repr=False)
+    _served: Mapping[str, Path] | None = field(default=None, repr=False)
     _anchors: torch.Tensor | None = field(default=None, repr=False)
     _captions: tuple[list[str], list[int], torch.Tensor] | None = field(default=None, repr=False)
     _labels: dict[tuple[tuple[str, ...], tuple[str, ...]], LabelSet] = field(default_factory=dict, repr=False)
@@ -204,7 +205,10 @@ def make_state(
 
 
 def clip_choices(gallery: Gallery) -> list[str]:
-    """Unique, readable names of the gallery's clips (the file name, made unique with its folder)."""
+    """Unique, readable names of the gallery's clips (the file name, made unique with its folder;
+    for an opened index, the stored path relative to the library folder, built per clip on no call)."""
+    if isinstance(gallery, IndexGallery):
+        return gallery.names()
     names = [Path(f).name for f in gallery.files]
     counts: dict[str, int] = {}
     for n in names:
