@@ -125,3 +125,13 @@ def test_audio_search_finds_the_clip_itself_in_the_index(served: tuple[ui.AppSta
     assert out["sounds"][0]["file"] == "hum.wav" and out["sounds"][0]["score"] == pytest.approx(1.0, abs=2e-3)
     assert len(out["sounds"]) == callbacks.NEAREST_SOUNDS and len(out["captions"]) == 6
     assert state.gallery._embeddings is None  # nothing materialised the whole embedding matrix
+
+
+def test_caption_owners_match_the_plain_gallery(served: tuple[ui.AppState, Path]) -> None:
+    from atr_demo.confidence import caption_owners
+    from atr_demo.gallery import Gallery
+
+    gallery = served[0].gallery
+    assert isinstance(gallery, IndexGallery)
+    plain = Gallery(files=list(gallery.files), embeddings=gallery.rows(slice(None)), metadata=list(gallery.metadata))
+    assert gallery.caption_owners() == caption_owners(plain)

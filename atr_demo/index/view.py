@@ -116,6 +116,15 @@ class IndexGallery(Gallery):
         """Public name of each clip: its path relative to its library folder (the stored column)."""
         return self.data.meta["path"]
 
+    def caption_owners(self) -> tuple[list[str], list[list[int]]]:
+        """Distinct captions (first-seen order) and the rows carrying each, from the caption column
+        (what :func:`atr_demo.confidence.caption_owners` gives for a plain gallery)."""
+        owners: dict[str, list[int]] = {}
+        for i, caption in enumerate(self.data.meta["caption"]):
+            if caption and str(caption).strip():
+                owners.setdefault(str(caption).strip(), []).append(i)
+        return list(owners), list(owners.values())
+
     def captioned(self) -> Sequence[int]:
         """Rows of clips with a caption (all rows when none has one)."""
         rows = [i for i, c in enumerate(self.data.meta["caption"]) if c]

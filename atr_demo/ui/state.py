@@ -124,7 +124,8 @@ class AppState:
         """Every distinct caption of the gallery, the clip it belongs to, and its embedding (cached)."""
         with self._lock:
             if self._captions is None:
-                texts, owners = caption_owners(self.gallery)
+                texts, owners = (self.gallery.caption_owners() if isinstance(self.gallery, IndexGallery)
+                                 else caption_owners(self.gallery))
                 emb = self.model.embed_texts(texts) if texts else torch.empty(0, self.model.config.embed_dim)
                 self._captions = (texts, [o[0] for o in owners], emb)
             return self._captions
