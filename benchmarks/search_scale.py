@@ -157,7 +157,7 @@ def run_saved(folder: Path, n_queries: int, n_joint: int, joint_max_n: int) -> l
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     loaded = read_index(folder)
-    graphs = deserialize((folder / ANN).read_bytes()) if (folder / ANN).is_file() else {}
+    graphs = deserialize(folder / ANN) if (folder / ANN).is_file() else {}
     t_load = time.perf_counter() - t0
     searcher = Searcher(loaded, factor, model.metric is not None, model.config.eps, graphs)
     for q in queries:  # what serving touches: the graph, the columns, the re-ranked rows

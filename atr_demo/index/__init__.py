@@ -36,7 +36,7 @@ def open_index(model: ATRModel, folder: str | Path) -> Searcher:
     data = read_index(folder, model_fingerprint(model), model.config.name)
     ann = {}
     if (data.folder / ANN).is_file() and data.header.get("ann", {}).get("type") == "hnsw":
-        ann = deserialize((data.folder / ANN).read_bytes())
+        ann = deserialize(data.folder / ANN)
     searcher = Searcher(data, metric_factor(model.metric), model.metric is not None, model.config.eps, ann)
     logger.info("opened index %s: %d clips, ann %s, in %.2f s", folder, len(data), data.header["ann"]["type"],
                 time.perf_counter() - t0)

@@ -17,6 +17,7 @@ and re-ranks them exactly. Below the threshold every search is exact.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,14 +88,14 @@ def serialize(indexes: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def deserialize(blob: bytes | np.ndarray) -> dict[str, Any]:
-    """Inverse of :func:`serialize`."""
+def deserialize(blob: bytes | np.ndarray | Path) -> dict[str, Any]:
+    """Inverse of :func:`serialize`; a path is read graph by graph (no copy of the whole file in memory)."""
     import io
 
     import faiss
 
-    data = np.load(io.BytesIO(bytes(blob)))
-    return {name: faiss.deserialize_index(data[name]) for name in data.files}
+    with np.load(blob if isinstance(blob, Path) else io.BytesIO(bytes(blob))) as data:
+        return {name: faiss.deserialize_index(data[name]) for name in data.files}
 
 
 class Searcher:
