@@ -32,7 +32,7 @@ test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -rs
 
 test-fast: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not integration and not browser"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not integration and not browser and not slow"
 
 demo: install
 	HF_HUB_OFFLINE=1 $(PY) app.py

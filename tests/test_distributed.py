@@ -75,6 +75,7 @@ def _gather_worker(rank: int, world: int, port: int, folder: str) -> None:
         dist_mod.shutdown(ctx)
 
 
+@pytest.mark.slow
 def test_gathered_loss_and_ddp_gradient_equal_the_single_process_ones(tmp_path: Path) -> None:
     mp.spawn(_gather_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     encoder, metric, x, y = _problem()
@@ -153,6 +154,7 @@ def _train_worker(rank: int, world: int, port: int, corpus: str, folder: str) ->
     dist_mod.shutdown(ctx)
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_weights_of_one(corpus: Path, tmp_path: Path) -> None:
     import json
 
@@ -211,6 +213,7 @@ def _dying_worker(rank: int, world: int, port: int, corpus: str, folder: str) ->
     train(_run_config(Path(corpus), Path(folder) / "dying", dist_timeout_s=30))
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_leaves_the_last_complete_checkpoint(corpus: Path, tmp_path: Path) -> None:
     import json
 

@@ -302,6 +302,7 @@ def test_options_that_cannot_apply_are_refused(corpus: Path) -> None:
 
 # -- end to end ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_raw_audio_training_is_the_same_with_workers(corpus: Path, tmp_path: Path) -> None:
     kw = dict(captions_per_epoch="all", train_crop="random", spec_augment=True, spec_time_width=4,
               mixup_alpha=0.3, mixtures=2)

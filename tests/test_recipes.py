@@ -83,6 +83,7 @@ def _reference(checkpoint: Path, config: ModelConfig) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("recipe", "audio", "text"), [(HTSAT[0], "clap", "roberta"), (HTSAT[1], "clap", "roberta"),
                                                         (AISFX[0], None, "bert")])
 def test_recipe_trains_and_reloads_without_base_models(
