@@ -35,6 +35,7 @@ def _writer(path: str, prefix: str, n: int) -> None:
     store.save()
 
 
+@pytest.mark.slow
 def test_two_processes_sharing_a_cache_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "cache" / "embeddings.safetensors"
     path.parent.mkdir()
@@ -162,6 +163,7 @@ def test_cli_index_search_and_label(library: Path, tmp_path: Path, capsys: pytes
     assert len(json.loads(capsys.readouterr().out)) == 5
 
 
+@pytest.mark.slow
 def test_torchrun_shards_into_the_same_index(library: Path, tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ATR_DEMO_PRECISION": "fp32"}
     single, sharded = tmp_path / "single", tmp_path / "sharded"
