@@ -140,9 +140,10 @@ def _app_open(model, folder: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _rss_mb() -> float:
+def _rss_mb(key: str = "VmRSS:") -> float:
+    """Resident MiB of this process: all (``VmRSS:``), anonymous (``RssAnon:``) or file-backed (``RssFile:``)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -154,7 +155,7 @@ def run_saved(folder: Path, n_queries: int, n_joint: int, joint_max_n: int) -> l
     gallery = index_gallery(model, ROOT / "bundled_gallery", progress=False)
     queries = model.embed_texts(gallery.captions()[:n_queries]).numpy().astype(np.float32)
     factor = metric_factor(model.metric)
-    rss0 = _rss_mb()
+    rss0, anon0 = _rss_mb(), _rss_mb("RssAnon:")
     t0 = time.perf_counter()
     loaded = read_index(folder)
     graphs = deserialize(folder / ANN) if (folder / ANN).is_file() else {}
@@ -166,7 +167,8 @@ def run_saved(folder: Path, n_queries: int, n_joint: int, joint_max_n: int) -> l
     build = {"n": n, "mode": "build", "method": "saved", "load_s": round(t_load, 2),
              "app_open_s": round(_app_open(model, folder), 2), "ann": loaded.header["ann"],
              "dtype": loaded.header["dtype"], "disk_bytes_per_clip": round(sum(loaded.header["bytes"].values()) / n),
-             "ram_bytes_per_clip": round((_rss_mb() - rss0) * 2**20 / n)}
+             "ram_bytes_per_clip": round((_rss_mb() - rss0) * 2**20 / n),
+             "ram_anon_bytes_per_clip": round((_rss_mb("RssAnon:") - anon0) * 2**20 / n)}
     print(json.dumps(build), flush=True)
     emb = np.asarray(loaded.embeddings, dtype=np.float32)
     metric_rows = None if loaded.metric_rows is None else np.asarray(loaded.metric_rows, dtype=np.float32)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -157,18 +156,9 @@ def resolve_roots(folder: Path, header: dict[str, Any]) -> list[Path]:
     return roots
 
 
-def _random_access(arr: np.ndarray) -> None:
-    """Tell the kernel a memory-mapped array is read at random rows (no read-ahead), so re-ranking a
-    shortlist maps in the rows it reads, not the megabytes around them."""
-    handle = getattr(arr, "_mmap", None)
-    if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_RANDOM"):
-        handle.madvise(mmap.MADV_RANDOM)
-
-
 def _load_npy(path: Path, folder: Path, header: dict[str, Any], shape: tuple[int, ...]) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r")
-        _random_access(arr)
     except (OSError, ValueError) as exc:
         raise SearchIndexError(f"index {folder} is damaged: {path.name} cannot be read ({exc}); "
                                f"{rebuild_hint(folder, header)}") from exc
