@@ -106,3 +106,16 @@ def test_potential_scores_agree_with_the_joint_solve() -> None:
     searcher = Searcher(_data(gallery, None, g.numpy()), None, False, eps)
     _, ids = searcher.exact(q, 10, "transport")
     assert np.array_equal(ids, torch.topk(approx, 10).indices.numpy())
+
+
+def test_transport_shortlist_from_the_cosine_graph() -> None:
+    """An index without a transport graph re-ranks the cosine graph's nearest rows exactly in transport mode."""
+    emb, anchors, q = _unit(2000, 16, 10), _unit(40, 16, 11), _unit(20, 16, 12)
+    eps = 0.1
+    g = anchor_potentials(cost_matrix(anchors, emb, None), eps).numpy()
+    data = _data(emb, None, g)
+    searcher = Searcher(data, None, False, eps, {"cosine": build_hnsw(data.embeddings)})
+    _, exact = searcher.exact(q, 10, "transport")
+    scores, approx = searcher.search(q, 10, "transport")
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
+    assert recall >= 0.95 and np.all(np.diff(scores, axis=1) <= 1e-6)

@@ -5,10 +5,13 @@ Spaces. Cosine mode searches the L2-normalised embeddings ``E`` (for unit vector
 ``M = LᵀL`` (:func:`atr_demo.retrieval.metric_factor`), where the metric is Euclidean; when
 ``M = I`` those are ``E`` itself. Transport mode scores ``softmax_j((g_j − C_qj)/ε)`` with the
 anchors' precomputed potentials ``g`` (:func:`atr_demo.retrieval.potential_scores`) over the
-whole gallery (exact) or over a shortlist (ANN) from a third graph, :func:`transport_rows`: a
-maximum-inner-product search for the linearised score, then exact re-ranking.
+whole gallery (exact) or over a shortlist (ANN): the cost space's graph's
+:data:`TRANSPORT_CANDIDATES` nearest rows (default), or, when the index was built with one, a third
+graph over :func:`transport_rows` (a maximum-inner-product search for the linearised score), then
+exact re-ranking.
 
-ANN: above :data:`ANN_THRESHOLD` clips the index holds a FAISS HNSW graph per space
+ANN: above :data:`ANN_THRESHOLD` clips the index holds a FAISS HNSW graph per space (cosine;
+metric only when M ≠ cI)
 (``IndexHNSWSQ``, fp16 vectors, M = :data:`HNSW_M`, efConstruction = :data:`EF_CONSTRUCTION`,
 searched with efSearch = :data:`EF_SEARCH`); a query takes ``max(candidates, k)`` candidates from it
 and re-ranks them exactly. Below the threshold every search is exact.
@@ -48,7 +51,7 @@ def ann_params(n: int, threshold: int = ANN_THRESHOLD) -> dict[str, Any]:
         return {"type": "exact", "threshold": threshold}
     return {"type": "hnsw", "M": HNSW_M, "efConstruction": EF_CONSTRUCTION, "efSearch": EF_SEARCH,
             "storage": "fp16", "candidates": CANDIDATES, "transport_candidates": TRANSPORT_CANDIDATES,
-            "threshold": threshold}
+            "transport_graph": False, "threshold": threshold}
 
 
 def build_hnsw(vectors: np.ndarray, m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION) -> Any:

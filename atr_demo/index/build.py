@@ -146,12 +146,18 @@ def transport_precompute(model: ATRModel, embeddings: np.ndarray, captions: list
 
 
 def ann_graphs(embeddings: np.ndarray, metric_rows: np.ndarray | None, potentials: np.ndarray | None,
-               transport: dict[str, Any] | None, has_metric: bool) -> dict[str, Any]:
-    """The HNSW graphs of an index: cosine, metric (when M ≠ I) and transport (with potentials)."""
+               transport: dict[str, Any] | None, has_metric: bool, transport_graph: bool = False) -> dict[str, Any]:
+    """The HNSW graphs of an index: cosine, metric (when M ≠ I; with M = cI metric mode shares the
+    cosine graph) and, with ``transport_graph``, one for the linearised transport score.
+
+    Without a transport graph, transport mode re-ranks the cost space's graph's
+    ``TRANSPORT_CANDIDATES`` nearest rows. At 10⁶ synthetic clips that gave recall@10 0.98 in 3.5 ms,
+    the transport graph 0.965 in 9.2 ms, for 945 s more build time and ~790 more bytes per clip.
+    """
     graphs = {"cosine": build_hnsw(embeddings)}
     if metric_rows is not None:
         graphs["metric"] = build_hnsw(metric_rows)
-    if potentials is not None and transport is not None:
+    if transport_graph and potentials is not None and transport is not None:
         space = metric_rows if metric_rows is not None and has_metric else embeddings
         sq = (np.asarray(space, np.float32) ** 2).sum(1)
         if not has_metric:  # cosine cost: 1 − q·x, exactly linear (c0 = 1, no norm term)
