@@ -135,3 +135,17 @@ def test_caption_owners_match_the_plain_gallery(served: tuple[ui.AppState, Path]
     assert isinstance(gallery, IndexGallery)
     plain = Gallery(files=list(gallery.files), embeddings=gallery.rows(slice(None)), metadata=list(gallery.metadata))
     assert gallery.caption_owners() == caption_owners(plain)
+
+
+def test_a_truncated_metadata_array_file_is_a_clear_error(tmp_path: Path) -> None:
+    from atr_demo.errors import SearchIndexError
+
+    n = 3
+    meta: dict = {c: [None] * n for c in COLUMNS}
+    meta.update(root=[0] * n, path=["a.wav", "b.wav", "c.wav"], digest=["0" * 64] * n, size=[1] * n, mtime_ns=[1] * n)
+    header = {"model": {"name": "m", "fingerprint": "f"}, "roots": ["."], "roots_abs": ["/a"], "ann": {"type": "exact"}}
+    write_index(IndexData(folder=tmp_path / "ix", header=header, embeddings=np.eye(n, 3, dtype=np.float32), meta=meta))
+    npz = tmp_path / "ix" / "meta.npz"
+    npz.write_bytes(npz.read_bytes()[:100])
+    with pytest.raises(SearchIndexError, match="damaged.*rebuild it with"):
+        read_index(tmp_path / "ix")

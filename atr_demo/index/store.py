@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,7 +208,7 @@ def read_index(folder: str | Path, fingerprint: str | None = None, model_name: s
         metric_rows = _load_npy(folder / METRIC, folder, header, (n, d)) if header.get("metric") else None
         try:
             meta = _read_meta(folder)
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise SearchIndexError(f"index {folder} is damaged: {META} ({exc}); "
                                    f"{rebuild_hint(folder, header)}") from exc
         if sorted(meta) != sorted(COLUMNS) or any(len(meta[c]) != n for c in COLUMNS):
