@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from atr_demo.devices import resolve_device
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.evaluation import retrieval_metrics
 from atr_demo.losses import build_training_loss
@@ -149,14 +150,6 @@ class FeatureSource:
 def make_loss(config: TrainConfig) -> nn.Module:
     """The training loss of ``config.loss`` from the registry :data:`atr_demo.losses.TRAINING_LOSSES`."""
     return build_training_loss(config.loss, config.to_dict())
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but no GPU is available; use device=cpu or auto")
-    return torch.device(name)
 
 
 # -- validation ------------------------------------------------------------------------------
