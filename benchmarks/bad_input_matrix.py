@@ -233,7 +233,7 @@ def run(model_name: str) -> str:
 
         html = "<img src=x onerror=alert(1)> dog"
         rows.append(["HTML in a query", NA, NA,
-                     m.app(lambda: ui.render.results_status([{"rank": 1}], html, "cosine"))])
+                     m.app(lambda: ui.render.search_status(callbacks.search_text_cb(m.state, html, 1, "cosine")))])
         return markdown_table(["case", "CLI", "library", "app"], rows)
 
 

@@ -294,10 +294,11 @@ def test_results_carry_gallery_relative_names(state: ui.AppState, tmp_path: Path
 
 
 def test_html_in_queries_and_captions_is_shown_as_text() -> None:
-    status = render.results_status([{"rank": 1}], "<img src=x onerror=alert(1)> dog", "cosine")
+    query = "<img src=x onerror=alert(1)> dog"
+    status = render.search_status({"query": query, "mode": "cosine", "results": [{"rank": 1}]})
     assert "<img" not in status and "&lt;img src=x onerror=alert(1)&gt; dog" in status
-    line = render.describe_result({"rank": 1, "caption": "<b>bold</b>", "score": 0.5, "name": "a.wav"})
-    assert "<b>" not in line and "&lt;b&gt;bold&lt;/b&gt;" in line
+    listing = render.results_html([{"rank": 1, "caption": "<b>bold</b>", "score": 0.5, "name": "a.wav"}], query)
+    assert "<b>bold" not in listing and "&lt;b&gt;bold&lt;/b&gt;" in listing and "<img" not in listing
 
 
 def _free_port() -> int:

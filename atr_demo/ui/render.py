@@ -23,25 +23,6 @@ def shorten(text: str, width: int = 38) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def describe_result(row: dict[str, Any]) -> str:
-    """One Markdown line for a result: caption, score, source, author, licence (escaped)."""
-    caption = as_text(row["caption"]) if row.get("caption") else f"*{as_text(row.get('name', ''))}* (no caption)"
-    bits = [f"score **{row['score']:.4f}**", f"`{row.get('name', '')}`"]
-    for key, label in (("source", "source: "), ("author", "by "), ("licence", "licence: ")):
-        if row.get(key):
-            bits.append(f"{label}{as_text(row[key])}")
-    if row.get("origin") == "yours":
-        bits.append("your upload")
-    return f"**{row['rank']}.** {caption}  \n" + " · ".join(bits)
-
-
-def results_status(results: list[dict[str, Any]] | None, query: str, mode: str) -> str:
-    """One line: how many results, for which query, scored how (see :func:`search_status` for the app's)."""
-    if not results:
-        return ""
-    return f"**{len(results)}** result(s) for “{as_text(shorten(query, 80))}” — {mode} scoring"
-
-
 def caption_table(result: dict[str, Any] | None, key: str = "captions") -> list[list[Any]]:
     """Rows (rank, caption, score, probability) of ``result[key]`` (``"captions"``: the gallery's,
     ``"candidates"``: the user's own) for the audio → text tables."""
