@@ -131,12 +131,7 @@ def save_checkpoint(
 ) -> None:
     """Write ``out/last`` atomically: weights, configs, optimiser + loss state, RNG, counters, and
     a copy of ``out/log.jsonl`` as it is now (the log that belongs to this checkpoint)."""
-    with deferred_sigint():
-        tmp = out / f".last.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save_pretrained(tmp)
-        config.save(tmp / "train_config.json")
+    with staged_checkpoint(out, "last", model, config) as tmp:
         tensors: dict[str, torch.Tensor] = {}
         optim_json = flatten_state(optimizer.state_dict(), "optim", tensors)
         loss_json = flatten_state(loss_fn.state_dict(), "loss", tensors)
@@ -146,18 +141,26 @@ def save_checkpoint(
         state = {**trainer, "optimizer": optim_json, "loss": loss_json, "rng": rng_json}
         (tmp / "trainer_state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
         snapshot_into(out, tmp)
-        atomic_replace_dir(tmp, out / "last")
 
 
 def save_best(out: Path, model: ATRModel, config: TrainConfig, metrics: dict[str, Any]) -> None:
+    with staged_checkpoint(out, "best", model, config) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staged_checkpoint(out: Path, name: str, model: ATRModel, config: TrainConfig) -> Iterator[Path]:
+    """A fresh ``out/.<name>.tmp-<pid>`` folder holding the model and its training config, for the
+    block to add files to; swapped in as ``out/<name>`` (atomically, Ctrl-C deferred) when the block
+    ends without error. A block that raises leaves the previous ``out/<name>`` as it was."""
     with deferred_sigint():
-        tmp = out / f".best.tmp-{os.getpid()}"
+        tmp = out / f".{name}.tmp-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
         model.save_pretrained(tmp)
         config.save(tmp / "train_config.json")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        atomic_replace_dir(tmp, out / "best")
+        yield tmp
+        atomic_replace_dir(tmp, out / name)
 
 
 def find_last(out: Path) -> Path | None:
