@@ -5,23 +5,23 @@ component per bundled clip (mean: the clip's embedding; covariance: ``--spread``
 covariance of the bundled embeddings, so samples vary along the directions real embeddings vary
 in), samples L2-normalised. Queries: the bundled gallery's real
 captions, embedded by the bundled model. For each size the script writes an index (atr_demo.index
-format, HNSW always built here), reopens it, and times, per query (medians over the queries):
+format, IVF always built here), reopens it, and times, per query (medians over the queries):
 
 * ``numpy``: a plain matmul over the gallery + argpartition (the limit for exact search);
 * ``exact``: :meth:`atr_demo.index.ann.Searcher.exact`;
 * ``faiss_flat``: FAISS IndexFlatIP/IndexFlatL2 (cosine, metric);
-* ``ann``: :meth:`~atr_demo.index.ann.Searcher.ann_search` (HNSW shortlist, exact re-rank);
+* ``ann``: :meth:`~atr_demo.index.ann.Searcher.ann_search` (FAISS IVF, nprobe cells; transport re-ranks a shortlist);
 * transport ``joint``: the exact joint solve (query + anchors vs gallery), the reference.
 
 ``recall_at_10`` is the overlap of the top 10 with exact search in the same mode (transport:
 with the joint solve up to ``--joint-max-n`` clips, above it with the exact potential scores).
-Also printed: index build time (write, HNSW, transport potentials), load time, the time the app
+Also printed: index build time (write, IVF, transport potentials), load time, the time the app
 takes to open the index (``app_open_s``: :class:`atr_demo.index.view.IndexGallery` over
 :func:`atr_demo.index.open_index`) and bytes per clip on disk.
 
-``--index FOLDER`` measures a saved index instead (e.g. one of 10⁶ clips whose HNSW graphs took
-minutes to build): load time, resident memory per clip after serving the queries (graph,
-metadata columns, the memory-mapped rows the re-ranking touched), then the same rows.
+``--index FOLDER`` measures a saved index instead (e.g. one of 10⁶ clips built by
+``python -m atr_demo index``): load time, resident memory per clip after serving the queries (graph,
+metadata columns, the memory-mapped rows the search touched), then the same rows.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import torch
 from atr_demo.gallery import index_gallery, model_fingerprint
 from atr_demo.index import open_index
 from atr_demo.index.ann import Searcher, ann_params, deserialize, serialize
-from atr_demo.index.build import ann_graphs, transport_precompute
+from atr_demo.index.build import ann_indexes, transport_precompute
 from atr_demo.index.store import ANN, COLUMNS, IndexData, read_index, write_index
 from atr_demo.index.view import IndexGallery
 from atr_demo.model import load_model
@@ -83,7 +83,7 @@ def _topk(scores: np.ndarray, k: int = 10) -> np.ndarray:
 
 
 def run(sizes: list[int], n_queries: int, n_joint: int, spread: float = 0.5,  # noqa: C901
-        joint_max_n: int = 100_000, ann: bool = True) -> list[dict]:
+        joint_max_n: int = 100_000, ann: bool = True, fp16: bool = True, keep: Path | None = None) -> list[dict]:
     model = load_model(None)
     gallery = index_gallery(model, ROOT / "bundled_gallery", progress=False)
     base = gallery.embeddings.numpy().astype(np.float32)
@@ -92,21 +92,23 @@ def run(sizes: list[int], n_queries: int, n_joint: int, spread: float = 0.5,  # 
     factor = metric_factor(model.metric)
     rows: list[dict] = []
     for n in sizes:
-        emb = synthetic_gallery(base, n, spread)
-        metric_rows = None if factor is None else transform_rows(torch.from_numpy(emb), factor).numpy()
+        dtype = np.float16 if fp16 else np.float32  # the stored rows; the references score them as float32
+        emb = synthetic_gallery(base, n, spread).astype(dtype)
+        metric_rows = None if factor is None else \
+            transform_rows(torch.from_numpy(emb.astype(np.float32)), factor).numpy().astype(dtype)
         meta = {c: [None] * n for c in COLUMNS}
         meta.update(root=[0] * n, path=[f"clip{i:07d}.wav" for i in range(n)], digest=[f"{i:064x}" for i in range(n)],
                     size=[0] * n, mtime_ns=[0] * n)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / "index"
+            folder = (keep / f"synthetic_{n}") if keep is not None else Path(tmp) / "index"
             t0 = time.perf_counter()
             anchors, potentials, tsettings = transport_precompute(model, emb, [])
             t_transport = time.perf_counter() - t0
             t0 = time.perf_counter()
-            graphs = ann_graphs(emb, metric_rows, potentials, tsettings, model.metric is not None) if ann else {}
-            t_hnsw = time.perf_counter() - t0
+            graphs = ann_indexes(emb, metric_rows, fp16) if ann else {}
+            t_ivf = time.perf_counter() - t0
             header = {"model": {"name": model.config.name, "fingerprint": model_fingerprint(model)}, "roots": ["."],
-                      "roots_abs": [tmp], "ann": ann_params(n, threshold=0 if ann else n + 1),
+                      "roots_abs": [tmp], "ann": ann_params(n, threshold=0 if ann else n + 1, fp16=fp16),
                       "transport": tsettings}
             data = IndexData(folder=folder, header=header, embeddings=emb, meta=meta, metric_rows=metric_rows,
                              potentials=potentials, anchors=anchors)
@@ -120,12 +122,13 @@ def run(sizes: list[int], n_queries: int, n_joint: int, spread: float = 0.5,  # 
             t_app = _app_open(model, folder)
             bytes_per_clip = sum(loaded.header["bytes"].values()) / n
             searcher = Searcher(loaded, factor, model.metric is not None, model.config.eps, graphs)
-            build = {"n": n, "mode": "build", "method": "index", "hnsw_s": round(t_hnsw, 2),
+            build = {"n": n, "mode": "build", "method": "index", "ivf_s": round(t_ivf, 2),
                      "transport_precompute_s": round(t_transport, 2), "anchors": tsettings["anchors"],
                      "save_s": round(t_save, 2), "load_s": round(t_load, 2),
                      "app_open_s": round(t_app, 2), "bytes_per_clip": round(bytes_per_clip)}
             rows.append(build)
             print(json.dumps(build), flush=True)
+            emb, metric_rows = emb.astype(np.float32), None if metric_rows is None else metric_rows.astype(np.float32)
             rows.extend(_modes(n, emb, metric_rows, queries, searcher, factor, model, anchors, potentials,
                                n_joint if n <= joint_max_n else 0))
     return rows
@@ -247,7 +250,10 @@ def main() -> None:
     parser.add_argument("--joint", type=int, default=20, help="queries for the transport joint solve")
     parser.add_argument("--spread", type=float, default=0.5, help="mixture covariance / bundled covariance")
     parser.add_argument("--joint-max-n", type=int, default=100_000, help="largest n with the joint solve")
-    parser.add_argument("--no-ann", action="store_true", help="skip the HNSW graphs (and the ANN rows)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="write the indexes to KEEP/synthetic_N (for --index), not a temporary folder")
+    parser.add_argument("--fp32", action="store_true", help="store the synthetic indexes in float32, not float16")
+    parser.add_argument("--no-ann", action="store_true", help="skip the IVF (and the ANN rows)")
     parser.add_argument("--index", type=Path, default=None,
                         help="measure this saved index instead of synthetic ones (--sizes ignored)")
     parser.add_argument("--json", action="store_true", help="print only the JSON rows (one per line)")
@@ -256,7 +262,8 @@ def main() -> None:
     if args.index is not None:
         rows = run_saved(args.index, args.queries, args.joint, args.joint_max_n)
     else:
-        rows = run(args.sizes, args.queries, args.joint, args.spread, args.joint_max_n, not args.no_ann)
+        rows = run(args.sizes, args.queries, args.joint, args.spread, args.joint_max_n, not args.no_ann,
+                   not args.fp32, args.keep)
     if not args.json:
         print("| n | mode | method | p50 ms | recall@10 |")
         print("|---:|---|---|---:|---:|")

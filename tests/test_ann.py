@@ -1,4 +1,4 @@
-"""Index search maths: the factored metric, exact search against score_matrix, HNSW recall, and the
+"""Index search maths: the factored metric, exact search against score_matrix, IVF recall, and the
 precomputed transport potentials against the joint solve (small random galleries)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from atr_demo.index.ann import Searcher, build_hnsw, deserialize, serialize
+from atr_demo.index.ann import Searcher, ann_params, build_ivf, deserialize, ivf_cells, ivf_probes, serialize
 from atr_demo.index.store import COLUMNS, IndexData
 from atr_demo.metric import MahalanobisMetric
 from atr_demo.retrieval import (
@@ -43,7 +43,7 @@ def _metric(d: int, seed: int = 0) -> MahalanobisMetric:
 def _data(emb: torch.Tensor, factor: torch.Tensor | None, potentials: np.ndarray | None = None) -> IndexData:
     n = len(emb)
     meta = {c: [None] * n for c in COLUMNS}
-    return IndexData(folder=Path("."), header={"ann": {"type": "hnsw", "efSearch": 256}}, embeddings=emb.numpy(),
+    return IndexData(folder=Path("."), header={"ann": {"type": "ivf"}}, embeddings=emb.numpy(),
                      meta=meta, metric_rows=None if factor is None else transform_rows(emb, factor).numpy(),
                      potentials=potentials)
 
@@ -72,22 +72,41 @@ def test_exact_search_matches_score_matrix(with_metric: bool) -> None:
         np.testing.assert_allclose(scores, torch.topk(ref, 10).values.numpy(), atol=1e-4)
 
 
+@pytest.mark.parametrize("fp16", [False, True])
 @pytest.mark.parametrize("with_metric", [False, True])
-def test_hnsw_recall_and_round_trip(with_metric: bool) -> None:
+def test_ivf_recall_and_round_trip(with_metric: bool, fp16: bool) -> None:
     metric = _metric(16) if with_metric else None
     factor = metric_factor(metric)
-    emb, q = _unit(2000, 16, 5), _unit(30, 16, 6)
+    emb, q = _unit(4000, 16, 5), _unit(30, 16, 6)
     data = _data(emb, factor)
-    graphs = {"cosine": build_hnsw(data.embeddings)}
+    if fp16:  # an fp16 index: the IVF's codes are exactly the stored rows
+        data.embeddings = data.embeddings.astype(np.float16)
+        data.metric_rows = None if data.metric_rows is None else data.metric_rows.astype(np.float16)
+    indexes = {"cosine": build_ivf(data.embeddings, inner_product=True, fp16=fp16)}
     if data.metric_rows is not None:
-        graphs["metric"] = build_hnsw(data.metric_rows)
-    searcher = Searcher(data, factor, metric is not None, 0.1, deserialize(serialize(graphs)))
+        indexes["metric"] = build_ivf(data.metric_rows, inner_product=False, fp16=fp16)
+    plain = Searcher(data, factor, metric is not None, 0.1)  # no IVF: blocks of rows
+    searcher = Searcher(data, factor, metric is not None, 0.1, deserialize(serialize(indexes)))
+    assert searcher.probes["cosine"] == ivf_probes(ivf_cells(4000)) < searcher.ann["cosine"].nlist
     for mode in ("cosine", "metric"):
-        _, exact = searcher.exact(q, 10, mode)
-        scores, approx = searcher.search(q, 10, mode)  # auto: the graph
+        ref_scores, exact = plain.exact(q, 10, mode)
+        ivf_scores, ivf_exact = searcher.exact(q, 10, mode)  # every cell scanned: the same top 10
+        assert np.array_equal(ivf_exact, exact)
+        np.testing.assert_allclose(ivf_scores, ref_scores, atol=1e-4)
+        scores, approx = searcher.search(q, 10, mode)  # auto: the IVF, nprobe cells
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
-        assert recall >= 0.95
-        assert np.all(np.diff(scores, axis=1) <= 1e-6)  # re-ranked exactly: best first
+        assert 0.9 <= recall
+        assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+        found = approx == exact
+        np.testing.assert_allclose(scores[found], ref_scores[found], atol=1e-4)  # exact scores of what it finds
+
+
+def test_ann_params_scale_with_the_library() -> None:
+    assert ann_params(49_999)["type"] == "exact"
+    one_m = ann_params(1_000_000)
+    assert one_m["type"] == "ivf" and one_m["nlist"] == 4096 and one_m["nprobe"] == 128
+    assert ann_params(50_000)["nlist"] == 1024 and ann_params(50_000)["nprobe"] == 32
+    assert ivf_cells(100) == 2 and ivf_probes(2) == 2  # tiny: ≥ 39 rows per cell, never more probes than cells
 
 
 def test_potential_scores_agree_with_the_joint_solve() -> None:
@@ -108,13 +127,13 @@ def test_potential_scores_agree_with_the_joint_solve() -> None:
     assert np.array_equal(ids, torch.topk(approx, 10).indices.numpy())
 
 
-def test_transport_shortlist_from_the_cosine_graph() -> None:
-    """An index without a transport graph re-ranks the cosine graph's nearest rows exactly in transport mode."""
+def test_transport_shortlist_from_the_cosine_ivf() -> None:
+    """Transport mode scores the cosine IVF's nearest rows with the potentials."""
     emb, anchors, q = _unit(2000, 16, 10), _unit(40, 16, 11), _unit(20, 16, 12)
     eps = 0.1
     g = anchor_potentials(cost_matrix(anchors, emb, None), eps).numpy()
     data = _data(emb, None, g)
-    searcher = Searcher(data, None, False, eps, {"cosine": build_hnsw(data.embeddings)})
+    searcher = Searcher(data, None, False, eps, {"cosine": build_ivf(data.embeddings, True, fp16=False)})
     _, exact = searcher.exact(q, 10, "transport")
     scores, approx = searcher.search(q, 10, "transport")
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])

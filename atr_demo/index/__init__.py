@@ -4,7 +4,7 @@
   metadata, header with model, ANN and transport settings) and :func:`read_index`;
 * :mod:`~atr_demo.index.build`: :func:`build_index`, incremental (size + mtime, then digest),
   resumable, sharded under ``torchrun``;
-* :mod:`~atr_demo.index.ann`: :class:`Searcher`, exact and FAISS HNSW search in the cosine,
+* :mod:`~atr_demo.index.ann`: :class:`Searcher`, exact and FAISS IVF search in the cosine,
   metric (factored, ``M = LᵀL``) and transport (precomputed anchor potentials) modes.
 
 :func:`open_index` and :func:`search_text_index` are what the CLI and the app use.
@@ -35,8 +35,13 @@ def open_index(model: ATRModel, folder: str | Path) -> Searcher:
     t0 = time.perf_counter()
     data = read_index(folder, model_fingerprint(model), model.config.name)
     ann = {}
-    if (data.folder / ANN).is_file() and data.header.get("ann", {}).get("type") == "hnsw":
+    kind = data.header.get("ann", {}).get("type")
+    if (data.folder / ANN).is_file() and kind == "ivf":
         ann = deserialize(data.folder / ANN)
+    elif kind not in ("ivf", "exact"):  # an HNSW graph of an earlier release: search exactly until rebuilt
+        logger.warning("index %s has a %s graph, which this release no longer reads: searching exactly; re-run "
+                       "`python -m atr_demo index ... --out %s` to build its IVF (embeddings are reused)",
+                       folder, kind, folder)
     searcher = Searcher(data, metric_factor(model.metric), model.metric is not None, model.config.eps, ann)
     logger.info("opened index %s: %d clips, ann %s, in %.2f s", folder, len(data), data.header["ann"]["type"],
                 time.perf_counter() - t0)

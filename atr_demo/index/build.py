@@ -37,7 +37,7 @@ from atr_demo.gallery import (
     open_cache,
     read_metadata,
 )
-from atr_demo.index.ann import ANN_THRESHOLD, ann_params, build_hnsw, serialize, transport_rows
+from atr_demo.index.ann import ANN_THRESHOLD, ann_params, build_ivf, serialize
 from atr_demo.index.store import COLUMNS, IndexData, read_index, relative_root, write_index
 from atr_demo.model import ATRModel
 from atr_demo.retrieval import anchor_potentials, metric_factor, transform_rows
@@ -138,38 +138,26 @@ def transport_precompute(model: ATRModel, embeddings: np.ndarray, captions: list
             costs.append(d2.clamp_min(0).sqrt())
     cost = torch.cat(costs, dim=1)
     g = anchor_potentials(cost, model.config.eps)
-    # a typical top cost: the median over anchors of their 10th smallest cost (see ann.transport_rows)
-    c0 = float(cost.kthvalue(min(10, m), dim=1).values.median()) if model.metric is not None else 1.0
     settings = {"anchors": k, "eps": model.config.eps, "source": "captions" if any(captions) else "esc50",
-                "seconds": round(time.perf_counter() - t0, 2), "c0": round(max(c0, 1e-3), 6)}
+                "seconds": round(time.perf_counter() - t0, 2)}
     return anchors.numpy(), g.numpy().astype(np.float32), settings
 
 
-def ann_graphs(embeddings: np.ndarray, metric_rows: np.ndarray | None, potentials: np.ndarray | None,
-               transport: dict[str, Any] | None, has_metric: bool, transport_graph: bool = False) -> dict[str, Any]:
-    """The HNSW graphs of an index: cosine, metric (when M ≠ I; with M = cI metric mode shares the
-    cosine graph) and, with ``transport_graph``, one for the linearised transport score.
-
-    Without a transport graph, transport mode re-ranks the cost space's graph's
-    ``TRANSPORT_CANDIDATES`` nearest rows. At 10⁶ synthetic clips that gave recall@10 0.98 in 3.5 ms,
-    the transport graph 0.965 in 9.2 ms, for 945 s more build time and ~790 more bytes per clip.
-    """
-    graphs = {"cosine": build_hnsw(embeddings)}
+def ann_indexes(embeddings: np.ndarray, metric_rows: np.ndarray | None, fp16: bool) -> dict[str, Any]:
+    """The FAISS IVF indexes of an index (:func:`atr_demo.index.ann.build_ivf`): cosine (inner
+    product over E) and, when M ≠ I, metric (L2 over E Lᵀ); rows stored in fp16 or fp32 like the index."""
+    indexes = {"cosine": build_ivf(embeddings, inner_product=True, fp16=fp16)}
     if metric_rows is not None:
-        graphs["metric"] = build_hnsw(metric_rows)
-    if transport_graph and potentials is not None and transport is not None:
-        space = metric_rows if metric_rows is not None and has_metric else embeddings
-        sq = (np.asarray(space, np.float32) ** 2).sum(1)
-        if not has_metric:  # cosine cost: 1 − q·x, exactly linear (c0 = 1, no norm term)
-            sq = np.zeros_like(sq)
-        graphs["transport"] = build_hnsw(transport_rows(space, potentials, float(transport.get("c0", 1.0)), sq))
-    return graphs
+        indexes["metric"] = build_ivf(metric_rows, inner_product=False, fp16=fp16)
+    return indexes
 
 
-def _same_settings(old: IndexData, roots: list[Path], fp16: bool, transport: bool) -> bool:
+def _same_settings(old: IndexData, roots: list[Path], fp16: bool, transport: bool,
+                   ann_threshold: int) -> bool:
     """Whether ``old`` was built over ``roots`` with the same storage and transport settings."""
     return (old.header.get("roots_abs") == [str(r) for r in roots]
             and old.header.get("dtype") == ("float16" if fp16 else "float32")
+            and old.header.get("ann", {}).get("type") == ann_params(len(old), ann_threshold, fp16)["type"]
             and (old.header.get("transport") is not None or not transport))
 
 
@@ -215,7 +203,8 @@ def build_index(  # noqa: C901 - one pass of clearly ordered phases
             old_by_digest.setdefault(old.meta["digest"][i], i)
     reuse = [old_rows.get((str(roots[r]), rel, size, mtime)) for r, rel, _, size, mtime in scanned]
     unknown = [n for n, row in enumerate(reuse) if row is None]
-    if old is not None and not unknown and len(scanned) == len(old) and _same_settings(old, roots, fp16, transport):
+    if (old is not None and not unknown and len(scanned) == len(old)
+            and _same_settings(old, roots, fp16, transport, ann_threshold)):
         logger.info("index %s is up to date (%d clips)", out, len(old))
         return {"index": str(out), "clips": len(old), "reused": len(old), "hashed": 0, "embedded": 0,
                 "removed": 0, "skipped": [], "precision": old.header.get("precision"), "ann": old.header["ann"],
@@ -296,7 +285,7 @@ def build_index(  # noqa: C901 - one pass of clearly ordered phases
         "roots": [relative_root(out, r) for r in roots],
         "roots_abs": [str(r) for r in roots],
         "precision": precision,
-        "ann": ann_params(len(embeddings), ann_threshold),
+        "ann": ann_params(len(embeddings), ann_threshold, fp16),
     }
     data = IndexData(folder=out, header=header, embeddings=embeddings.astype(np.float16 if fp16 else np.float32),
                      meta=meta, metric_rows=None if metric_rows is None else metric_rows.astype(
@@ -305,10 +294,9 @@ def build_index(  # noqa: C901 - one pass of clearly ordered phases
     if transport and len(embeddings) and model.config.mass >= 1.0:
         data.anchors, data.potentials, header["transport"] = transport_precompute(model, embeddings, meta["caption"])
     ann_bytes = None
-    if header["ann"]["type"] == "hnsw":
+    if header["ann"]["type"] == "ivf":
         t1 = time.perf_counter()
-        graphs = ann_graphs(embeddings, metric_rows, data.potentials, header.get("transport"), model.metric is not None)
-        ann_bytes = serialize(graphs)
+        ann_bytes = serialize(ann_indexes(data.embeddings, data.metric_rows, fp16))  # the stored values
         header["ann"]["build_seconds"] = round(time.perf_counter() - t1, 2)
     header["precompute_seconds"] = round(time.perf_counter() - t0, 2)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def add_index_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]
     index.add_argument("--fp16", action="store_true", help="store embeddings as float16 (half the bytes)")
     index.add_argument("--no-transport", action="store_true", help="skip the transport-mode precompute")
     index.add_argument("--ann-threshold", type=int, default=ANN_THRESHOLD,
-                       help=f"build an HNSW graph at this many clips or more (default {ANN_THRESHOLD})")
+                       help=f"build an IVF (FAISS) at this many clips or more (default {ANN_THRESHOLD})")
     index.add_argument("--batch-size", type=int, default=8, help="clips per CNN batch")
     common(index)
 

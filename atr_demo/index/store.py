@@ -13,7 +13,7 @@ An index is a folder::
                         (float64, NaN: unknown), digest ((n, 32) uint8, the SHA-256 bytes)
       potentials.npy    (m,) float32 anchors' dual potentials for transport mode (optional)
       anchors.npy       (k, d) float32 anchor query embeddings they were solved with (optional)
-      ann.faiss         FAISS HNSW graph over the search space (optional; above a size threshold)
+      ann.faiss         FAISS IVF per search space (optional; above a size threshold)
 
 Roots are stored relative to the index folder (and absolute, as a fallback), so a library moved
 together with its index keeps working. Every file is written atomically and the whole set under

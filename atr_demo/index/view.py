@@ -4,7 +4,7 @@ The app serves a 10⁶-clip index: building a ``Path``, a metadata dict and a fl
 per clip takes seconds and gigabytes before the first page. :class:`IndexGallery` keeps the
 index's own columns (lists of str, the memory-mapped embeddings) and builds a clip's path or
 metadata only when asked for it; its search is the index's own (:class:`~atr_demo.index.ann.Searcher`:
-HNSW shortlist + exact re-rank when the index has a graph, exact blocks otherwise). Public clip
+FAISS IVF when the index has one, exact otherwise). Public clip
 names are the clips' paths relative to their library folder (``meta["path"]``).
 
 Code written for a plain gallery still works on it: ``files`` and ``metadata`` are lazy
@@ -147,7 +147,7 @@ class IndexGallery(Gallery):
     def search(self, query: torch.Tensor, k: int, mode: str) -> tuple[list[tuple[int, float]], float]:
         """(1, d) query embedding → ``[(row, score)]`` best first in ``mode``, and the best cosine.
 
-        The index's own search (ANN when it has a graph) for the L2-normalised query (the index
+        The index's own search (ANN when it has an IVF) for the L2-normalised query (the index
         holds normalised embeddings); the best cosine comes from the cosine search's top hit (the
         same search when ``mode`` is cosine).
         """
