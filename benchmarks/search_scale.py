@@ -38,9 +38,9 @@ import torch
 
 from atr_demo.gallery import index_gallery, model_fingerprint
 from atr_demo.index import open_index
-from atr_demo.index.ann import Searcher, ann_params, deserialize, serialize
+from atr_demo.index.ann import Searcher, ann_params, load_ann
 from atr_demo.index.build import ann_indexes, transport_precompute
-from atr_demo.index.store import ANN, COLUMNS, IndexData, read_index, write_index
+from atr_demo.index.store import COLUMNS, IndexData, read_index, write_index
 from atr_demo.index.view import IndexGallery
 from atr_demo.model import load_model
 from atr_demo.retrieval import metric_factor, transform_rows, transport_scores
@@ -113,11 +113,11 @@ def run(sizes: list[int], n_queries: int, n_joint: int, spread: float = 0.5,  # 
             data = IndexData(folder=folder, header=header, embeddings=emb, meta=meta, metric_rows=metric_rows,
                              potentials=potentials, anchors=anchors)
             t0 = time.perf_counter()
-            write_index(data, serialize(graphs) if graphs else None)
+            write_index(data, graphs or None)
             t_save = time.perf_counter() - t0
             t0 = time.perf_counter()
             loaded = read_index(folder)
-            graphs = deserialize((folder / ANN).read_bytes()) if graphs else {}
+            graphs = load_ann(folder)
             t_load = time.perf_counter() - t0
             t_app = _app_open(model, folder)
             bytes_per_clip = sum(loaded.header["bytes"].values()) / n
@@ -161,7 +161,7 @@ def run_saved(folder: Path, n_queries: int, n_joint: int, joint_max_n: int) -> l
     rss0, anon0 = _rss_mb(), _rss_mb("RssAnon:")
     t0 = time.perf_counter()
     loaded = read_index(folder)
-    graphs = deserialize(folder / ANN) if (folder / ANN).is_file() else {}
+    graphs = load_ann(folder)
     t_load = time.perf_counter() - t0
     searcher = Searcher(loaded, factor, model.metric is not None, model.config.eps, graphs)
     for q in queries:  # what serving touches: the graph, the columns, the re-ranked rows

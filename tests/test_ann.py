@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from atr_demo.index.ann import Searcher, ann_params, build_ivf, deserialize, ivf_cells, ivf_probes, serialize
-from atr_demo.index.store import COLUMNS, IndexData
+from atr_demo.index.ann import Searcher, ann_params, build_ivf, ivf_cells, ivf_probes, load_ann
+from atr_demo.index.store import COLUMNS, IndexData, ann_path, write_index
 from atr_demo.metric import MahalanobisMetric
 from atr_demo.retrieval import (
     anchor_potentials,
@@ -43,6 +43,8 @@ def _metric(d: int, seed: int = 0) -> MahalanobisMetric:
 def _data(emb: torch.Tensor, factor: torch.Tensor | None, potentials: np.ndarray | None = None) -> IndexData:
     n = len(emb)
     meta = {c: [None] * n for c in COLUMNS}
+    meta.update(root=[0] * n, path=[f"c{i}.wav" for i in range(n)], digest=[f"{i:064x}" for i in range(n)],
+                size=[0] * n, mtime_ns=[0] * n)
     return IndexData(folder=Path("."), header={"ann": {"type": "ivf"}}, embeddings=emb.numpy(),
                      meta=meta, metric_rows=None if factor is None else transform_rows(emb, factor).numpy(),
                      potentials=potentials)
@@ -74,7 +76,7 @@ def test_exact_search_matches_score_matrix(with_metric: bool) -> None:
 
 @pytest.mark.parametrize("fp16", [False, True])
 @pytest.mark.parametrize("with_metric", [False, True])
-def test_ivf_recall_and_round_trip(with_metric: bool, fp16: bool) -> None:
+def test_ivf_recall_and_round_trip(with_metric: bool, fp16: bool, tmp_path: Path) -> None:
     metric = _metric(16) if with_metric else None
     factor = metric_factor(metric)
     emb, q = _unit(4000, 16, 5), _unit(30, 16, 6)
@@ -86,7 +88,10 @@ def test_ivf_recall_and_round_trip(with_metric: bool, fp16: bool) -> None:
     if data.metric_rows is not None:
         indexes["metric"] = build_ivf(data.metric_rows, inner_product=False, fp16=fp16)
     plain = Searcher(data, factor, metric is not None, 0.1)  # no IVF: blocks of rows
-    searcher = Searcher(data, factor, metric is not None, 0.1, deserialize(serialize(indexes)))
+    data.folder = tmp_path / "index"
+    write_index(data, indexes)
+    assert ann_path(data.folder, "metric").is_file() == with_metric
+    searcher = Searcher(data, factor, metric is not None, 0.1, load_ann(data.folder))  # memory-mapped
     assert searcher.probes["cosine"] == ivf_probes(ivf_cells(4000)) < searcher.ann["cosine"].nlist
     for mode in ("cosine", "metric"):
         ref_scores, exact = plain.exact(q, 10, mode)

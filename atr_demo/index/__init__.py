@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from atr_demo.index.ann import Searcher, deserialize
+from atr_demo.index.ann import Searcher, load_ann
 from atr_demo.index.build import build_index
-from atr_demo.index.store import ANN, IndexData, read_index
+from atr_demo.index.store import IndexData, read_index
 from atr_demo.model import ATRModel
 from atr_demo.retrieval import metric_factor
 
@@ -36,8 +36,8 @@ def open_index(model: ATRModel, folder: str | Path) -> Searcher:
     data = read_index(folder, model_fingerprint(model), model.config.name)
     ann = {}
     kind = data.header.get("ann", {}).get("type")
-    if (data.folder / ANN).is_file() and kind == "ivf":
-        ann = deserialize(data.folder / ANN)
+    if kind == "ivf":
+        ann = load_ann(data.folder)
     elif kind not in ("ivf", "exact"):  # an HNSW graph of an earlier release: search exactly until rebuilt
         logger.warning("index %s has a %s graph, which this release no longer reads: searching exactly; re-run "
                        "`python -m atr_demo index ... --out %s` to build its IVF (embeddings are reused)",

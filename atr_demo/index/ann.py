@@ -103,25 +103,18 @@ def build_ivf(vectors: np.ndarray, inner_product: bool, fp16: bool, nlist: int |
     return index
 
 
-def serialize(indexes: dict[str, Any]) -> bytes:
-    """FAISS indexes by space name → one byte string (``np.savez`` of their serialisations)."""
-    import io
+def load_ann(folder: Path) -> dict[str, Any]:
+    """The IVF indexes of the index in ``folder`` by space, memory-mapped read-only (``IO_FLAG_MMAP``).
 
+    Opening costs no copy: a query reads only the cells it scans, so resident memory grows with
+    what searches touch (at most the codes, n · d · 2 bytes for fp16), shared with the page cache.
+    """
     import faiss
 
-    buf = io.BytesIO()
-    np.savez(buf, **{name: faiss.serialize_index(ix) for name, ix in indexes.items()})
-    return buf.getvalue()
+    from atr_demo.index.store import ann_paths
 
-
-def deserialize(blob: bytes | np.ndarray | Path) -> dict[str, Any]:
-    """Inverse of :func:`serialize`; a path is read index by index (no copy of the whole file in memory)."""
-    import io
-
-    import faiss
-
-    with np.load(blob if isinstance(blob, Path) else io.BytesIO(bytes(blob))) as data:
-        return {name: faiss.deserialize_index(data[name]) for name in data.files}
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+    return {space: faiss.read_index(str(path), flags) for space, path in ann_paths(folder).items()}
 
 
 class Searcher:

@@ -37,7 +37,7 @@ from atr_demo.gallery import (
     open_cache,
     read_metadata,
 )
-from atr_demo.index.ann import ANN_THRESHOLD, ann_params, build_ivf, serialize
+from atr_demo.index.ann import ANN_THRESHOLD, ann_params, build_ivf
 from atr_demo.index.store import COLUMNS, IndexData, read_index, relative_root, write_index
 from atr_demo.model import ATRModel
 from atr_demo.retrieval import anchor_potentials, metric_factor, transform_rows
@@ -293,14 +293,14 @@ def build_index(  # noqa: C901 - one pass of clearly ordered phases
     t0 = time.perf_counter()
     if transport and len(embeddings) and model.config.mass >= 1.0:
         data.anchors, data.potentials, header["transport"] = transport_precompute(model, embeddings, meta["caption"])
-    ann_bytes = None
+    ann = None
     if header["ann"]["type"] == "ivf":
         t1 = time.perf_counter()
-        ann_bytes = serialize(ann_indexes(data.embeddings, data.metric_rows, fp16))  # the stored values
+        ann = ann_indexes(data.embeddings, data.metric_rows, fp16)  # of the stored values
         header["ann"]["build_seconds"] = round(time.perf_counter() - t1, 2)
     header["precompute_seconds"] = round(time.perf_counter() - t0, 2)
     out.mkdir(parents=True, exist_ok=True)
-    write_index(data, ann_bytes)
+    write_index(data, ann)
     n_removed = 0 if old is None else len(old) - sum(1 for row in reuse if row is not None)
     return {
         "index": str(out), "clips": len(embeddings), "reused": sum(1 for row in reuse if row is not None),

@@ -13,7 +13,8 @@ An index is a folder::
                         (float64, NaN: unknown), digest ((n, 32) uint8, the SHA-256 bytes)
       potentials.npy    (m,) float32 anchors' dual potentials for transport mode (optional)
       anchors.npy       (k, d) float32 anchor query embeddings they were solved with (optional)
-      ann.faiss         FAISS IVF per search space (optional; above a size threshold)
+      ann-<space>.faiss FAISS IVF of a search space (cosine; metric when M ≠ I), in FAISS's own file
+                        format, memory-mapped when opened (optional; above a size threshold)
 
 Roots are stored relative to the index folder (and absolute, as a fallback), so a library moved
 together with its index keeps working. Every file is written atomically and the whole set under
@@ -47,7 +48,7 @@ META = "meta.json"
 META_ARRAYS = "meta.npz"
 POTENTIALS = "potentials.npy"
 ANCHORS = "anchors.npy"
-ANN = "ann.faiss"
+ANN = "ann.faiss"  # the HNSW graphs of earlier releases (one npz); removed when an index is rewritten
 #: Metadata columns, each a sequence of n values.
 COLUMNS = ("root", "path", "digest", "size", "mtime_ns", "duration", "caption", "licence")
 #: Columns stored as arrays in ``meta.npz`` (and held as :class:`Column` in memory), with their dtypes.
@@ -264,11 +265,22 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def write_index(data: IndexData, ann_bytes: bytes | None = None) -> None:
+def ann_path(folder: Path, space: str) -> Path:
+    """The FAISS file of ``space``'s IVF in index ``folder``."""
+    return folder / f"ann-{space}.faiss"
+
+
+def ann_paths(folder: Path) -> dict[str, Path]:
+    """The FAISS files of the index in ``folder``, by space name."""
+    return {p.name[len("ann-") : -len(".faiss")]: p for p in sorted(folder.glob("ann-*.faiss"))}
+
+
+def write_index(data: IndexData, ann: dict[str, Any] | None = None) -> None:
     """Write every file of ``data`` into ``data.folder`` atomically, under the folder's lock.
 
-    The header is written last; files of an optional part that is absent (metric rows, transport,
-    ANN) are removed so no stale part survives.
+    ``ann``: FAISS indexes by space name, each written with ``faiss.write_index``. The header is
+    written last; files of an optional part that is absent (metric rows, transport, ANN) are
+    removed so no stale part survives.
     """
     folder = data.folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -286,18 +298,23 @@ def write_index(data: IndexData, ann_bytes: bytes | None = None) -> None:
             else:
                 _save_npy(folder / name, np.ascontiguousarray(array))
         _write_meta(folder, data.meta)
-        if ann_bytes is None:
-            (folder / ANN).unlink(missing_ok=True)
-        else:
-            def write(tmp: Path) -> None:
-                tmp.write_bytes(ann_bytes)
-
-            atomic_write(folder / ANN, write)
+        (folder / ANN).unlink(missing_ok=True)
+        for space, path in ann_paths(folder).items():
+            if space not in (ann or {}):
+                path.unlink()
+        for space, index in (ann or {}).items():
+            atomic_write(ann_path(folder, space), lambda tmp, ix=index: _write_faiss(ix, tmp))
         header["bytes"] = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name != HEADER
                            and not p.name.startswith(".")}
         atomic_write_text(folder / HEADER, json.dumps(header, indent=1))
     data.header = header
     logger.info("wrote index %s: %d clips", folder, len(data))
+
+
+def _write_faiss(index: Any, path: Path) -> None:
+    import faiss
+
+    faiss.write_index(index, str(path))
 
 
 def relative_root(folder: Path, root: Path) -> str:

@@ -166,7 +166,7 @@ def search_text_cb(
         raise UserError(
             "the gallery is empty: add sounds in the 'Your library' tab or start the app with --gallery DIR"
         )
-    if isinstance(gallery, IndexGallery):  # the index alone: its own search (ANN when it has a graph)
+    if isinstance(gallery, IndexGallery):  # the index alone: its own search (ANN when it has an IVF)
         found, best = gallery.search(state.model.embed_texts([query]), k, mode)
         return {"query": query, "mode": mode,
                 "results": [_result_row(rank, gallery.data.row_meta(i), score, "gallery", gallery.names()[i])
@@ -257,7 +257,7 @@ def search_audio_cb(
     verdict = _match_verdict(state, float((emb @ query[0]).max())) if texts else {
         "best_cosine": None, "no_good_match": None, "threshold": state.no_match_threshold()}
     sounds: list[dict[str, Any]] = []
-    if isinstance(gallery, IndexGallery):  # the index alone: its own search (ANN when it has a graph)
+    if isinstance(gallery, IndexGallery):  # the index alone: its own search (ANN when it has an IVF)
         found, _ = gallery.search(query, NEAREST_SOUNDS, "metric" if mode == "metric" else "cosine")
         sounds = [_result_row(r, gallery.data.row_meta(i), v, "gallery", gallery.names()[i])
                   for r, (i, v) in enumerate(found, 1)]
