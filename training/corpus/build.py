@@ -52,7 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (audio/, manifest.jsonl, ...)")
     parser.add_argument("--packages", nargs="+", default=None, help="only these packages (default: by --tier)")
-    parser.add_argument("--tier", choices=["1", "2", "all"], default="all", help="which tier of DATA.md (default: all)")
+    parser.add_argument("--tier", choices=["1", "2", "3", "all"], default="all",
+                        help="which tier of DATA.md; 3: the everyday-sound packages of issue 14 (default: all)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where .debs and extracted trees go (default: OUT/cache)")
     parser.add_argument("--seed", default=DEFAULT_SEED, help="seed of the split assignment")
@@ -133,7 +134,7 @@ def apply_caps(
 
 ID_MARKERS: tuple[str, ...] = (
     "opensfx.cat#", ".zip:audio/", "/sounds/", "/sound/", "/sfx/", "/stamps/", "/data/", "/Sound.ocg/", "/flightgear/",
-    "/stdsounds/",
+    "/stdsounds/", "/Media/Sounds/", "/lugaru/Sounds/",
 )
 
 

@@ -49,6 +49,11 @@ MODULES: dict[str, str] = {
     "openclonk-data": "openclonk",
     "unknown-horizons": "unknown_horizons",
     "freeciv-data": "freeciv",
+    # Tier 3 (issue 14): real recordings of everyday sounds.
+    "scratch": "scratch",
+    "scorched3d-data": "scorched3d",
+    "lugaru-data": "lugaru",
+    "simutrans-pak64": "simutrans",
 }
 
 

@@ -1,0 +1,25 @@
+"""``lugaru-data``: 71 Ogg sounds of Lugaru HD under ``Sounds/``. Kept: dog barks, growls and
+snarls, footsteps on grass, snow and stone, a crackling fire, wind and desert ambiences, a
+hawk, rustling bushes, knives drawn and sheathed, metal clanks. The music, the interface
+cues, the rabbit-warrior voices, whooshes and the combat hits are dropped by the table.
+
+Licence: CC-BY-SA-3.0 (Debian copyright: ``Data/*`` © 2003, 2010 Wolfire Games).
+"""
+
+from __future__ import annotations
+
+from training.corpus.sources import Source
+from training.corpus.sources.common import tree_parser
+
+PACKAGE = "lugaru-data"
+SOUND_DIR = "usr/share/games/lugaru/Sounds"
+LICENCE = "CC-BY-SA-3.0"
+AUTHOR = "Wolfire Games"
+
+SOURCE = Source(
+    package=PACKAGE,
+    tier=3,
+    patterns=(f"./{SOUND_DIR}/*",),
+    parse=tree_parser(PACKAGE, SOUND_DIR, LICENCE, AUTHOR),
+    licence=LICENCE,
+)
