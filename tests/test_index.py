@@ -182,3 +182,31 @@ def test_torchrun_shards_into_the_same_index(library: Path, tmp_path: Path) -> N
     assert {c: v for c, v in a.meta.items() if b.meta[c] != v} == {}
     assert np.allclose(a.embeddings, b.embeddings, atol=1e-6)
     assert np.allclose(a.potentials, b.potentials, atol=1e-5)
+
+
+def test_ivf_index_and_an_old_hnsw_index(library: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """At the threshold the index holds a memory-mapped IVF; an index of the HNSW release is searched
+    exactly (with a warning) until the next `index` run, which rebuilds its IVF and drops the graph."""
+    import json
+
+    from atr_demo.index.store import ANN, ann_paths
+
+    model = create_model(tiny_config())
+    out = tmp_path / "index"
+    summary = build_index(model, [library], out, cache_dir=tmp_path / "cache", progress=False, ann_threshold=2)
+    assert summary["ann"]["type"] == "ivf" and list(ann_paths(out)) == ["cosine"]
+    searcher = open_index(model, out)
+    exact = searcher.search(model.embed_texts(["a tone"]), 3, method="exact")
+    assert np.array_equal(searcher.search(model.embed_texts(["a tone"]), 3)[1], exact[1])
+    # the HNSW release's layout: one ann.faiss, header type "hnsw"
+    header = json.loads((out / "index.json").read_text())
+    header["ann"] = {"type": "hnsw", "M": 32}
+    (out / "index.json").write_text(json.dumps(header))
+    ann_paths(out)["cosine"].rename(out / ANN)
+    with caplog.at_level("WARNING"):
+        old = open_index(model, out)
+    assert not old.ann and "no longer reads" in caplog.text
+    assert np.array_equal(old.search(model.embed_texts(["a tone"]), 3)[1], exact[1])
+    again = build_index(model, [library], out, cache_dir=tmp_path / "cache", progress=False, ann_threshold=2)
+    assert not again.get("up_to_date") and again["embedded"] == 0 and again["ann"]["type"] == "ivf"
+    assert not (out / ANN).exists() and list(ann_paths(out)) == ["cosine"]
