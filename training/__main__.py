@@ -13,6 +13,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert-aisfx": ("training.convert_aisfx", "convert the aiSFX CNN weights from the aisfx wheel to safetensors"),
     "build-corpus": ("training.corpus.build", "download the Debian sound packages and build the corpus"),
+    "audit-captions": (
+        "training.corpus.audit", "flag corpus clips whose caption disagrees with their audio neighbours"
+    ),
     "build-multilingual": (
         "training.multilingual", "write the multilingual split (Tux Paint descriptions + translations)"
     ),

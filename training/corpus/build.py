@@ -184,6 +184,8 @@ def convert_clip(clip: SourceClip, clip_id: str, out: Path, split: str) -> list[
     if not audio.is_usable(samples, rate):
         return Dropped(clip.package, clip.original_name, "empty, shorter than 0.1 s, or silent")
     bounds = list(enumerate(segment_bounds(len(samples), rate)))
+    if len(bounds) > 1:  # silent segments (game padding, caption audit) are dropped before the spread
+        bounds = [(i, (a, b)) for i, (a, b) in bounds if audio.is_usable(samples[a:b], rate)]
     if len(bounds) > MAX_SEGMENTS_PER_RECORDING:
         step = len(bounds) / MAX_SEGMENTS_PER_RECORDING
         bounds = [bounds[int(i * step)] for i in range(MAX_SEGMENTS_PER_RECORDING)]
