@@ -36,24 +36,50 @@ def text_to_audio_metrics(
     return out
 
 
+def relevance_metrics(
+    scores: torch.Tensor, relevant: torch.Tensor, ks: tuple[int, ...] = KS
+) -> dict[str, torch.Tensor]:
+    """Per-query retrieval metrics when a query may have any number of relevant items (also none).
+
+    Args:
+        scores: (n_query, n_item), larger is better; items are ranked by a stable sort (ties keep
+            index order).
+        relevant: (n_query, n_item) bool, which items each query should find.
+
+    Returns:
+        ``{"R@k": (n_query,) 1.0 when a relevant item is in the top k else 0.0, "AP@10": (n_query,)
+        (1 / min(n_rel, 10)) · Σ_{relevant at rank r ≤ 10} precision@r (DCASE's AP@10), "first":
+        (n_query,) rank of the first relevant item (n_item + 1 when none), "has_relevant": (n_query,)
+        bool}``; a query without a relevant item has R@k = AP@10 = 0.
+    """
+    n_query, n_item = scores.shape
+    order = torch.argsort(scores.float(), dim=1, descending=True, stable=True)
+    hits = relevant.bool().gather(1, order)  # (n_query, n_item) relevance in rank order
+    has_rel = hits.any(dim=1)
+    first = torch.where(has_rel, hits.float().argmax(dim=1) + 1, torch.full((n_query,), n_item + 1))
+    out = {f"R@{k}": ((first <= k) & has_rel).float() for k in ks}
+    top = hits[:, :10].float()
+    precision = top.cumsum(dim=1) / torch.arange(1, top.shape[1] + 1)
+    n_rel = relevant.bool().sum(dim=1).clamp(min=1, max=10).float()
+    out["AP@10"] = (precision * top).sum(dim=1) / n_rel
+    out["first"] = first
+    out["has_relevant"] = has_rel
+    return out
+
+
 def audio_to_text_metrics(
     scores: torch.Tensor, text_to_audio: torch.Tensor, ks: tuple[int, ...] = KS
 ) -> dict[str, float]:
-    """Audio → caption retrieval metrics from the same (n_text, n_audio) scores."""
+    """Audio → caption retrieval metrics from the same (n_text, n_audio) scores (averaged over the
+    audio clips that carry a caption, :func:`relevance_metrics`)."""
     n_text, n_audio = scores.shape
-    by_audio = scores.T.float()  # (n_audio, n_text)
     relevant = torch.zeros(n_audio, n_text, dtype=torch.bool)
     relevant[text_to_audio.long(), torch.arange(n_text)] = True
-    order = torch.argsort(by_audio, dim=1, descending=True, stable=True)
-    hits = relevant.gather(1, order)  # (n_audio, n_text) relevance in rank order
-    has_rel = hits.any(dim=1)
-    first = torch.where(has_rel, hits.float().argmax(dim=1) + 1, torch.full((n_audio,), n_text + 1))
-    first = first[has_rel].float()
-    out = {f"R@{k}": float((first <= k).float().mean()) for k in ks}
-    top = hits[has_rel, :10].float()
-    precision = top.cumsum(dim=1) / torch.arange(1, top.shape[1] + 1)
-    n_rel = relevant[has_rel].sum(dim=1).clamp(max=10).float()
-    out["mAP@10"] = float(((precision * top).sum(dim=1) / n_rel).mean())
+    per = relevance_metrics(scores.T, relevant, ks)  # audio clips are the queries
+    has_rel = per["has_relevant"]
+    first = per["first"][has_rel].float()
+    out = {f"R@{k}": float(per[f"R@{k}"][has_rel].mean()) for k in ks}
+    out["mAP@10"] = float(per["AP@10"][has_rel].mean())
     out["median_rank"] = float(first.median())
     out["mean_rank"] = float(first.mean())
     return out

@@ -6,7 +6,8 @@ re-indexing a folder only embeds new or changed files. The cache folder for a mo
 :class:`~atr_demo.fileio.TensorStore`: safe with concurrent writers, progress checkpointed while
 indexing). A ``gallery.jsonl`` (or ``manifest.jsonl``) in the folder, one JSON object per clip with
 an ``audio`` path relative to the folder and optional ``caption``/``captions``, ``source``,
-``author``, ``licence``, gives each clip its metadata.
+``author``, ``licence``, gives each clip its metadata; ``in_training`` (true/false) says whether the
+model saw the clip in training (:meth:`Gallery.held_out` keeps the clips it did not).
 """
 
 from __future__ import annotations
@@ -257,6 +258,22 @@ class Gallery:
     def rows(self, idx: slice | list[int]) -> torch.Tensor:
         """(m, d) float32 embeddings of the clips ``idx`` selects."""
         return self.embeddings[idx]
+
+    def subset(self, idx: list[int]) -> Gallery:
+        """A new gallery of the clips ``idx`` selects, in that order (skipped files are kept)."""
+        return Gallery(
+            files=[self.files[i] for i in idx],
+            embeddings=self.embeddings[idx] if idx else self.embeddings[:0],
+            metadata=[self.metadata[i] for i in idx],
+            skipped=list(self.skipped),
+        )
+
+    def held_out(self) -> Gallery:
+        """The clips whose metadata says ``in_training: false``; the whole gallery when no clip
+        carries the mark (galleries without it)."""
+        if not any("in_training" in m for m in self.metadata):
+            return self
+        return self.subset([i for i, m in enumerate(self.metadata) if m.get("in_training") is False])
 
     def extend(self, other: Gallery) -> Gallery:
         """A new gallery with ``other``'s clips appended (files already present are skipped)."""

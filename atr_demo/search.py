@@ -51,6 +51,30 @@ def display_name(path: str | Path, roots: Sequence[str | Path] = ()) -> str:
     return path.name if roots else str(path)
 
 
+def text_scores(
+    model: ATRModel,
+    gallery: Gallery,
+    queries: list[str],
+    mode: str = "cosine",
+    anchors: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(n_query, n_clip) scores of every gallery clip for each text query, larger is better: what
+    :func:`search_text` ranks (``transport`` without ``anchors`` uses :func:`text_anchors`).
+
+    Raises :class:`ATRError` on an empty gallery, :class:`~atr_demo.errors.TextInputError` on an
+    empty or huge query.
+    """
+    if len(gallery) == 0:
+        raise ATRError("the gallery is empty: there is nothing to search; add audio files to the folder first")
+    q = model.embed_texts(queries)
+    if mode == "transport" and anchors is None:
+        anchors = text_anchors(model, gallery)
+    return score_matrix(
+        q, gallery.embeddings, mode=mode, metric=model.metric, eps=model.config.eps,
+        anchors=anchors, mass=model.config.mass,
+    )
+
+
 def search_text(
     model: ATRModel,
     gallery: Gallery,
@@ -68,15 +92,7 @@ def search_text(
     on an empty or huge query.
     """
     k = check_k(k)
-    if len(gallery) == 0:
-        raise ATRError("the gallery is empty: there is nothing to search; add audio files to the folder first")
-    q = model.embed_texts(queries)
-    if mode == "transport" and anchors is None:
-        anchors = text_anchors(model, gallery)
-    scores = score_matrix(
-        q, gallery.embeddings, mode=mode, metric=model.metric, eps=model.config.eps,
-        anchors=anchors, mass=model.config.mass,
-    )
+    scores = text_scores(model, gallery, queries, mode=mode, anchors=anchors)
     values, indices = top_k(scores, k)
     out = []
     for query, vals, idx in zip(queries, values.tolist(), indices.tolist(), strict=True):

@@ -386,7 +386,9 @@ def test_bundled_model_retrieves_gallery_captions(tmp_path: Path) -> None:
     clips = list(zip(state.gallery.files, state.gallery.metadata, strict=True))
     captioned = [(str(f), m["caption"]) for f, m in clips if m.get("caption")]
     assert len(captioned) >= 20
-    captioned = captioned[::2]  # 50 queries per mode keep the test short; measured R@10 ≈ 0.5–0.6
+    # about 50 queries per mode keep the test short; measured R@10 ≈ 0.76 cosine, 0.75 transport over the
+    # 1426-clip gallery (1265 of its clips were in training)
+    captioned = captioned[:: max(1, len(captioned) // 50)]
     for mode in ("cosine", "transport"):
         hits = sum(
             any(r["file"] == callbacks.clip_name(state, f)

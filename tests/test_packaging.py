@@ -67,7 +67,7 @@ def test_dev_extra_is_every_other_extra() -> None:
 def _third_party_imports(paths: list[Path]) -> dict[str, Path]:
     """Top-level module of every import in ``paths`` (lazy ones included) that is neither the
     standard library nor this project's → the first file importing it."""
-    first_party = {"atr_demo", "training", "tests", "app"}
+    first_party = {"atr_demo", "training", "tests", "app", "benchmarks"}
     found: dict[str, Path] = {}
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

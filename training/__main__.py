@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bundle-model": (
         "training.bundle_model", "copy a trained checkpoint to bundled_model/, evaluate it, write its model card"
     ),
-    "bundle-gallery": ("training.bundle_gallery", "copy corpus test clips into the app's bundled gallery"),
+    "bundle-gallery": ("training.bundle_gallery", "every redistributable corpus clip into the app's gallery"),
     "features": ("training.features", "cache frozen-backbone features of a training config's data"),
     "train": ("training.train", "train a model: --config FILE [--set key=value ...] [--resume]"),
     "evaluate": ("training.evaluate", "retrieval, zero-shot and modality-gap metrics of a checkpoint"),
