@@ -12,6 +12,8 @@ from atr_demo.model import load_model
 from atr_demo.zeroshot import (
     ESC50_CLASSES,
     ESC50_DESCRIPTIONS,
+    ESC50_SOUND_DESCRIPTIONS,
+    check_prompt_budget,
     classify,
     embed_labels,
     load_labels,
@@ -33,6 +35,20 @@ def test_prompts_and_templates() -> None:
     assert prompts_for("banjo", ["a {} playing"]) == ["a banjo playing"]
     with pytest.raises(ConfigError, match="placeholder"):
         prompts_for("dog", ["no placeholder"])
+
+
+def test_sound_descriptions_table_and_the_descriptions_argument() -> None:
+    assert set(ESC50_SOUND_DESCRIPTIONS) == set(ESC50_CLASSES)
+    for label, sentences in ESC50_SOUND_DESCRIPTIONS.items():
+        assert 3 <= len(sentences) == len(set(sentences)) <= 5
+        assert sentences[0] == ESC50_DESCRIPTIONS[label][0]  # the single description comes first
+    templates = ["the sound of {}", "{}"]
+    assert prompts_for("dog", templates, descriptions=False) == ["the sound of dog", "dog"]
+    assert prompts_for("dog", templates) == ["the sound of dog", "dog", "a dog barks"]
+    rich = prompts_for("dog", templates, ESC50_SOUND_DESCRIPTIONS)
+    assert rich == ["the sound of dog", "dog", *ESC50_SOUND_DESCRIPTIONS["dog"]]
+    assert check_prompt_budget(["dog", "cat"], templates, 100, ESC50_SOUND_DESCRIPTIONS) == 4 + 5 + 4
+    assert check_prompt_budget(["dog", "cat"], templates, 100, False) == 4
 
 
 def test_custom_labels(tmp_path: Path) -> None:

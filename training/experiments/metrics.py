@@ -9,7 +9,8 @@ log read them through the same names. A key is ``<prefix><part>.<name>``:
 * ``structure/knn.cosine.10``, ``structure/cka``, ``structure/chance.10`` — :func:`knn`,
   :data:`CKA`, :func:`chance`;
 * ``leak/cosine/seen.top1`` — :func:`leak`; ``probe/unseen.top5``, ``probe/train_clips`` — :func:`probe`;
-* ``ml/cosine/fr/t2a.mAP@10``, ``ml/cosine/mean/t2a.R@1`` — :func:`ml`; ``ml/cosine/mrv.t2a`` — :func:`mrv`.
+* ``ml/cosine/fr/t2a.mAP@10``, ``ml/cosine/mean/t2a.R@1`` — :func:`ml`; ``ml/cosine/mrv.t2a`` — :func:`mrv`;
+* ``var/retrieval.csls.t2a.R@5``, ``var/zeroshot.sound.prior.top1`` — :func:`variant` (scoring-time variants).
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ def mrv(mode: str, part: str) -> str:
     return ml_prefix(mode) + metric("mrv", part)
 
 
+VARIANTS = "var/"
+
+
+def variant(*parts: str) -> str:
+    """``var/retrieval.qbnorm.t2a.R@5``: a scoring-time variant's metric (:mod:`training.experiments.hubness`)."""
+    return VARIANTS + ".".join(parts)
+
+
 def _flatten(prefix: str, value: Any, flat: dict[str, float]) -> None:
     """Numbers of a nested dict into ``flat`` under dotted keys after ``prefix`` (a prefix that
     ends in ``/`` is followed directly by the first key: ``structure/knn.cosine.10``)."""
@@ -120,6 +129,8 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
         _flatten(leak_prefix(mode), split, flat)
     if result.get("probe"):
         _flatten(PROBE, result["probe"], flat)
+    if result.get("variants"):
+        _flatten(VARIANTS, result["variants"], flat)
     for mode, entry in result.get("multilingual", {}).items():
         for lang, values in entry["languages"].items():
             for part, metrics in values.items():

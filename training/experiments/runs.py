@@ -22,6 +22,8 @@ from training.analysis.structure import owner_means, structure_report
 from training.config import TrainConfig, apply_overrides
 from training.datasets import Clip, filter_packages, split_clips
 from training.evaluate import evaluate_embeddings, evaluate_languages, first_captions, probe_report, zeroshot_leakage
+from training.experiments.hubness import VERSION as VARIANTS_VERSION
+from training.experiments.hubness import evaluate_variants
 from training.experiments.metrics import flatten_result
 from training.experiments.settings import Setting
 from training.features import audio_features, text_features
@@ -136,6 +138,22 @@ def load_result(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
     return record
 
 
+def refresh_variants(record: dict[str, Any], config: TrainConfig, setting: Setting, run_dir: Path) -> dict[str, Any]:
+    """A stored run whose scoring-time variants are of another :data:`~training.experiments.hubness.VERSION`
+    (or missing) is re-evaluated from its ``best`` checkpoint, without retraining; else returned as is."""
+    best = run_dir / "train" / "best"
+    if record["result"].get("variants", {}).get("version") == VARIANTS_VERSION or not best.is_dir():
+        return record
+    began = time.time()
+    model = load_model(str(best))
+    record["result"]["variants"] = evaluate_variants(model, config, prepare_data(config), eval_clips(config, setting))
+    record["metrics"] = flatten_result(record["result"])
+    record["variants_seconds"] = round(time.time() - began, 2)
+    atomic_write_text(run_dir / "result.json", json.dumps({k: v for k, v in record.items() if k != "skipped"},
+                                                           indent=2) + "\n")
+    return record
+
+
 def run_one(base: dict[str, Any], setting: Setting, seed: int, run_dir: Path, overrides: Sequence[str] = (),
             keep_checkpoints: bool = False, collect: bool = False) -> dict[str, Any] | None:
     """Train and evaluate one (setting, seed), or load its result when it already exists.
@@ -144,6 +162,8 @@ def run_one(base: dict[str, Any], setting: Setting, seed: int, run_dir: Path, ov
     """
     config = run_config(base, setting, seed, run_dir / "train", overrides)
     record = load_result(config, run_dir)
+    if record is not None and setting.variants and not collect:
+        return refresh_variants(record, config, setting, run_dir)
     if record is not None or collect:
         return record
     result_path = run_dir / "result.json"
@@ -159,6 +179,8 @@ def run_one(base: dict[str, Any], setting: Setting, seed: int, run_dir: Path, ov
     test_clips = eval_clips(config, setting)
     result = evaluate_cached(model, test_clips, config, seen=seen)
     result["probe"] = probe_baseline(model, config, data, test_clips, seen)
+    if setting.variants:
+        result["variants"] = evaluate_variants(model, config, data, test_clips)
     result["seen_classes"] = seen_terms
     eval_s = time.time() - began
     record = {

@@ -6,6 +6,7 @@ A ``suite_*`` function without arguments has no package axis; ``suite_lopo`` and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,8 @@ class Setting:
         eval_packages: keep only these packages for evaluation (LOPO: the held-out one).
         family: settings of one family at one group are candidates of a validation choice
             (``mltm_partial`` masses); ``None`` for ordinary rows.
+        variants: also evaluate the scoring-time variants of the trained run (hubness
+            corrections, prompt sets: :func:`training.experiments.hubness.evaluate_variants`).
     """
 
     name: str
@@ -100,6 +103,7 @@ class Setting:
     eval_split: str = "test"
     eval_packages: list[str] = field(default_factory=list)
     family: str | None = None
+    variants: bool = False
 
 
 def suite_main() -> list[Setting]:
@@ -135,6 +139,12 @@ def suite_lopo(packages: Sequence[str]) -> list[Setting]:
 
 def suite_levers(packages: Sequence[str]) -> list[Setting]:
     return held_out(LEVERS, packages)
+
+
+def suite_hubness(packages: Sequence[str]) -> list[Setting]:
+    """The levers' m-LTM ε=0.1 + prompt ensemble, held out per package, with its scoring-time variants."""
+    rows = held_out({k: LEVERS[k] for k in ("mltm-eps0.1-prompts",)}, packages)
+    return [dataclasses.replace(s, variants=True) for s in rows]
 
 
 def suite_analysis() -> list[Setting]:

@@ -19,9 +19,9 @@ import torch
 from atr_demo.errors import ATRError, ConfigError
 
 from training.config import read_config_file
+from training.experiments import hubness, tables
 from training.experiments import metrics as mk
 from training.experiments import settings as st
-from training.experiments import tables
 from training.experiments.aggregate import aggregate, choose_on_validation, correlations, lopo_summary
 from training.experiments.runs import run_one
 from training.experiments.settings import Setting
@@ -123,6 +123,12 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           about="the leave-one-package-out protocol for m-LTM variants (no mixtures, MLP heads, ε, prompt ensemble)",
           eval_note=HELD_OUT_NOTE, render=tables.render_held_out, summarise=per_method_summary,
           package_settings=st.suite_levers),
+    Suite(name="hubness",
+          about="scoring-time variants of the levers' m-LTM ε=0.1 + prompt ensemble under leave-one-package-out: "
+                "QB-Norm, CSLS, zero-shot class-prior calibration, richer zero-shot prompts",
+          eval_note=HELD_OUT_NOTE + " One training run per package and seed; every scoring variant is evaluated "
+                    "on that run. Banks come only from the packages the run trained on.",
+          render=hubness.render_hubness, summarise=hubness.hubness_summary, package_settings=st.suite_hubness),
     Suite(name="tune", about="base-config variants (lr, epochs, head, batch size) scored on the validation split",
           eval_note="VALIDATION split (used to choose the base config; never the test split).",
           render=tables.render_settings, settings=st.suite_tune),
