@@ -15,7 +15,8 @@ are in ``benchmarks/everyday_queries.json``. Every query is searched alone, as t
 Metrics per query (:func:`atr_demo.evaluation.relevance_metrics`): R@k = 1 when a relevant clip is
 among the first k results; AP@10 = DCASE's average precision over the first 10 results. Means are
 over *every* query: a query without a relevant clip in the searched clips scores 0 (the answerable
-count is reported beside it, and "R@5 answerable" averages over those alone). ``metric`` is left out
+count is reported beside it, and "R@5 answerable" averages over those alone). Gallery clips from
+packages the file was not judged over (``judged_packages``) are counted and warned about. ``metric`` is left out
 when the model's ground metric is a multiple of the identity (it then ranks exactly like cosine).
 """
 
@@ -52,6 +53,15 @@ def load_queries(path: str | Path) -> list[dict[str, Any]]:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     queries = data["queries"] if isinstance(data, dict) else data
     return [{"query": str(q["query"]), "relevant": [str(c) for c in q["relevant"]]} for q in queries]
+
+
+def unjudged_clips(path: str | Path, gallery: Gallery) -> list[str]:
+    """Ids of the gallery clips whose package (``source``) is not among the queries file's
+    ``judged_packages``: their relevance to every query is unknown (empty when the file lists none)."""
+    judged = json.loads(Path(path).read_text(encoding="utf-8")).get("judged_packages")
+    if not judged:
+        return []
+    return [clip_id(m) for m in gallery.metadata if m.get("source") not in set(judged)]
 
 
 def clip_id(meta: dict[str, Any]) -> str:
@@ -151,8 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     model = load_model(args.model)
     gallery = index_gallery(model, [args.gallery], cache_dir=args.cache_dir, progress=False)
+    unjudged = unjudged_clips(args.queries, gallery)
+    if unjudged:
+        logger.warning("%d gallery clip(s) come from packages the queries were not judged over (e.g. %s): they "
+                       "count as not relevant; judge them in %s", len(unjudged), unjudged[0], args.queries)
     result = {"model": args.model or "bundled", "model_fingerprint": model_fingerprint(model),
-              "gallery": str(args.gallery), **evaluate(model, gallery, load_queries(args.queries))}
+              "gallery": str(args.gallery), "unjudged_clips": len(unjudged),
+              **evaluate(model, gallery, load_queries(args.queries))}
     if args.json:
         json.dump(result, sys.stdout, indent=1)
         sys.stdout.write("\n")

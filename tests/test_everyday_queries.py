@@ -86,7 +86,11 @@ def test_command_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["--model", "tiny", "--gallery", str(root), "--queries", str(queries),
                  "--cache-dir", str(tmp_path / "cache"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["queries"] == 1 and out["answerable"] == {"all": 1, "held_out": 1}
+    assert out["queries"] == 1 and out["answerable"] == {"all": 1, "held_out": 1} and out["unjudged_clips"] == 0
+    queries.write_text(json.dumps({"judged_packages": ["other"], "queries": [{"query": "a tone", "relevant": []}]}))
+    assert main(["--model", "tiny", "--gallery", str(root), "--queries", str(queries),
+                 "--cache-dir", str(tmp_path / "cache"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unjudged_clips"] == 6  # the tones have no source package
     assert set(out["modes"]) >= {"cosine", "transport"} and 0.0 <= out["modes"]["cosine"]["all"]["R@5"] <= 1.0
 
 
@@ -100,5 +104,6 @@ def test_committed_queries_are_everyday_and_judged() -> None:
                  "a crowd cheering", "keyboard typing", "a baby crying", "water pouring into a glass"):
         assert must in texts
     assert sum(bool(q["relevant"]) for q in queries) >= 40  # unanswerable queries are kept, not dropped
+    assert data["judged_clips"] >= 1426 and "0ad-data" in data["judged_packages"]
     assert any(not q["relevant"] for q in queries)
     assert all(len(set(q["relevant"])) == len(q["relevant"]) for q in queries)
