@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from atr_demo.errors import ConfigError
 
-from training.corpus.audit import audio_stats, audit_scores, flagged_indices
+from training.corpus.audit import audio_stats, audit_scores, flagged_indices, injection_check
 
 
 def _corpus(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -114,3 +115,24 @@ def test_silent_segments_of_a_long_recording_are_not_kept(tmp_path: Path) -> Non
     for row in rows:
         data, _ = sf.read(tmp_path / "out" / row.audio)
         assert abs(data).max() > 0.1
+
+
+def test_injected_caption_errors_are_found() -> None:
+    """Rotating the captions of 6 of 60 clips of 3 well-separated classes: every rotated caption
+    that names another class than the clip's lands in the flagged 10% (a random flagging finds 10%)."""
+    gen = torch.Generator().manual_seed(3)
+    audio_centres, text_centres = torch.randn(3, 16, generator=gen) * 3, F.normalize(torch.randn(3, 8, generator=gen))
+    labels = [i % 3 for i in range(60)]
+    audio = torch.stack([audio_centres[c] + 0.5 * torch.randn(16, generator=gen) for c in labels])
+    text = F.normalize(torch.stack([text_centres[c] + 0.2 * torch.randn(8, generator=gen) for c in labels]))
+    ids, groups = [f"c{i:02d}" for i in range(60)], [f"g{i}" for i in range(60)]
+    total_errors = total_hits = 0
+    for seed in range(5):
+        m, hit, flagged = injection_check(audio, text, groups, ids, k=5, fraction=0.1, noise=0.1, seed=seed)
+        idx = random.Random(seed).sample(range(60), 6)  # the draw injection_check makes
+        errors = sum(labels[a] != labels[b] for a, b in zip(idx, idx[1:] + idx[:1], strict=True))
+        assert (m, flagged) == (6, 6) and errors <= hit <= 6
+        total_errors, total_hits = total_errors + errors, total_hits + hit
+    assert total_errors >= 10  # the check is not vacuous
+    assert injection_check(audio, text, groups, ids, 5, 0.1, 0.1, 0) == injection_check(audio, text, groups, ids,
+                                                                                          5, 0.1, 0.1, 0)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,27 @@ def silent_indices(clips: Sequence[Clip]) -> list[int]:
     return out
 
 
+def injection_check(
+    audio: torch.Tensor, text: torch.Tensor, groups: Sequence[str], ids: Sequence[str],
+    k: int, fraction: float, noise: float, seed: int,
+) -> tuple[int, int, int]:
+    """How many known caption errors the audit flags: the caption vectors of m = round(noise · n)
+    clips drawn with ``seed`` are rotated among them (clip idx[j] gets the captions of idx[j+1]),
+    then the clips are scored and flagged as usual.
+
+    Returns:
+        (m, how many of the m are flagged, how many clips are flagged). Recall = 2nd / 1st; a
+        random flagging has recall ``fraction``; precision = 2nd / 3rd.
+    """
+    n = len(ids)
+    m = max(2, round(noise * n))
+    idx = random.Random(seed).sample(range(n), m)
+    swapped = text.clone()
+    swapped[idx] = text[idx[1:] + idx[:1]]
+    flagged = set(flagged_indices(audit_scores(audio, swapped, groups, k).score, ids, fraction))
+    return m, sum(i in flagged for i in idx), len(flagged)
+
+
 # -- simple audio statistics for the review ------------------------------------------------
 
 def audio_stats(wave: torch.Tensor, sample_rate: int) -> dict[str, float | str]:
@@ -230,7 +252,8 @@ def render_report(
     k: int,
     fraction: float,
     stats: dict[int, dict[str, float | str]],
-    silent: Sequence[int] = (),
+    silent: Sequence[Clip] = (),
+    extra: Sequence[str] = (),
 ) -> str:
     """The Markdown report: the per-package score distribution, the silent clips, then one section
     per flagged clip."""
@@ -261,11 +284,13 @@ def render_report(
         markdown_table(["package", "clips", "median score", "10th pct", "mean overlap", "flagged"], dist_rows,
                        right={1, 2, 3, 4, 5}),
         "",
-        f"## Silent clips ({len(silent)}: peak below −60 dBFS, left out of the flagged list below)",
+        f"## Silent clips ({len(silent)}: peak below −60 dBFS, left out of the scoring)",
         "",
         *([markdown_table(["clip", "package", "group", "caption"],
-                          [[ids[i], clips[i].package or "", clips[i].group, _cell(clips[i].captions[0])]
-                           for i in silent])] if silent else ["none"]),
+                          [[c.clip_id, c.package or "", c.group, _cell(c.captions[0])]
+                           for c in silent])] if silent else ["none"]),
+        "",
+        *extra,
         "",
         "## Flagged clips (lowest score first)",
         "",
@@ -324,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"training config naming the backbones and the feature cache (default {DEFAULT_CONFIG})")
     parser.add_argument("--k", type=int, default=10, help="neighbours per clip (default 10)")
     parser.add_argument("--fraction", type=float, default=0.1, help="fraction of clips flagged (default 0.1)")
+    parser.add_argument("--inject", type=float, default=0.0, metavar="NOISE",
+                        help="also measure the recall of the audit on NOISE (e.g. 0.05) rotated captions")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the --inject check (default 3)")
     args = parser.parse_args(argv)
     try:
         manifest = Path(args.corpus) / "manifest.jsonl"
@@ -337,16 +365,29 @@ def main(argv: list[str] | None = None) -> int:
         if len(ok) < len(clips):
             logger.warning("%d clips could not be decoded and are left out", len(clips) - len(ok))
             clips = [clips[i] for i in ok]
+        silent_idx = set(silent_indices(clips))
+        silent = [c for i, c in enumerate(clips) if i in silent_idx]
+        kept = [i for i in range(len(clips)) if i not in silent_idx]
+        clips, feats = [clips[i] for i in kept], feats[kept]
         text = caption_vectors(model, clips, config.features_cache)
-        result = audit_scores(feats, text, [c.group for c in clips], k=args.k)
-        silent = silent_indices(clips)
-        candidates = [i for i in range(len(clips)) if i not in set(silent)]
-        order = flagged_indices(result.score[candidates], [clips[i].clip_id for i in candidates], args.fraction)
-        flagged = [candidates[i] for i in order]
+        groups, ids = [c.group for c in clips], [c.clip_id for c in clips]
+        result = audit_scores(feats, text, groups, k=args.k)
+        flagged = flagged_indices(result.score, ids, args.fraction)
+        extra: list[str] = []
+        if args.inject:
+            checks = [injection_check(feats, text, groups, ids, args.k, args.fraction, args.inject, seed)
+                      for seed in range(args.seeds)]
+            rows = [[str(seed), str(m), str(hit), f"{hit / m:.2f}", f"{hit / nf:.2f}"]
+                    for seed, (m, hit, nf) in enumerate(checks)]
+            extra = [f"## Sensitivity: {args.inject:.0%} of the captions rotated among random clips",
+                     "", markdown_table(["seed", "injected", "flagged", "recall", "precision"], rows,
+                                        right={0, 1, 2, 3, 4}),
+                     "", f"Recall of a random flagging: {args.fraction:.2f}.", ""]
+            print("\n".join(extra))
         stats = {i: audio_stats(load_audio(clips[i].audio, STATS_SAMPLE_RATE, max_duration_s=None), STATS_SAMPLE_RATE)
                  for i in flagged}
         names, durations = _manifest_extras(manifest)
-        report = render_report(clips, names, durations, result, flagged, args.k, args.fraction, stats, silent)
+        report = render_report(clips, names, durations, result, flagged, args.k, args.fraction, stats, silent, extra)
         atomic_write_text(args.out, report + "\n")
     except ATRError as exc:
         logger.error("%s", exc)
