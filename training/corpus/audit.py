@@ -25,10 +25,11 @@ recording groups (cuts of one recording never count as each other's neighbours):
 * overlap o_i = |N_A(i) ∩ N_T(i)| / k, reported beside it.
 
 The normalisation by b_i and r_i makes scores comparable between captions with many close
-captions in the corpus (footsteps) and rare ones. Silent clips (:func:`silent_indices`) are listed
-apart; of the others, the ``ceil(fraction · n)`` of lowest score are flagged (ties broken by clip
-id). Neighbours are ordered by similarity, then by index, and all numbers are printed rounded,
-so the report is deterministic for a given corpus and cache.
+captions in the corpus (footsteps) and rare ones. Silent clips (:func:`silent_indices`) are left
+out of the scoring (neighbours included) and listed apart; of the others, the
+``ceil(fraction · n)`` of lowest score are flagged (ties broken by clip id). Neighbours are
+ordered by similarity, then by index, and all numbers are printed rounded, so the report is
+deterministic for a given corpus and cache.
 
 For the review the report lists each flagged clip's caption, original name, package, the
 caption-table row it came from, simple audio statistics (:func:`audio_stats`) and its audio
@@ -137,7 +138,8 @@ def flagged_indices(scores: torch.Tensor, ids: Sequence[str], fraction: float) -
 def silent_indices(clips: Sequence[Clip]) -> list[int]:
     """Indices of clips the corpus builder would call unusable (:func:`training.corpus.audio.is_usable`:
     empty, < 0.1 s, or peak < −60 dBFS) — e.g. silent segments of a long recording. Their audio
-    features are those of silence, so the neighbour score cannot judge them; they are listed apart."""
+    features are those of silence, so the neighbour score cannot judge them: :func:`main` leaves them
+    out of the scoring and lists them apart."""
     out = []
     for i, clip in enumerate(clips):
         samples, rate = corpus_audio.read_mono(Path(clip.audio))
