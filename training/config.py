@@ -145,6 +145,15 @@ class TrainConfig(ConfigModel):
             a fixed pool drawn with ``mixture_seed`` from the whole training split when cached,
             so that runs with other seeds or package filters reuse the cached mixture features).
         mixture_seed: seed of the cached mixture pool (``seed`` varies heads and batch order only).
+        finetune_blocks: train the top N conv blocks of the aiSFX CNN (with the heads) on cached
+            activations of the blocks below them (:mod:`training.block_cache`; 0: off). Needs
+            ``use_cached_features`` (the text side and the block cache are cached) and an aisfx tower.
+        block_crop, block_masks, block_mask_width, block_channel_dropout: augmentation of the
+            cached block activations while fine-tuning: ``block_crop`` random 100-frame blocks per
+            clip and step (0: all), ``block_masks`` time and as many mel masks of up to
+            ``block_mask_width`` map positions, and channel dropout (:mod:`training.block_cache`).
+        init_from: a saved model folder (``out/best`` of another run) whose weights start this run
+            (warm start, e.g. linear probe then fine-tune); the optimiser starts fresh.
         noise_fraction: fraction in [0, 1] of training pairs whose captions are shuffled (noise
             experiments; with cached mixtures, the pool counts as training pairs).
         cv_folds, cv_fold: with ``cv_folds`` ≥ 3, ignore the data's splits and use fold
@@ -213,6 +222,12 @@ class TrainConfig(ConfigModel):
     spec_time_width: int = Field(default=20, ge=1)
     mixtures: int = Field(default=0, ge=0)
     mixture_seed: int = 0
+    finetune_blocks: int = Field(default=0, ge=0, le=3)
+    block_crop: int = Field(default=1, ge=0)
+    block_masks: int = Field(default=0, ge=0)
+    block_mask_width: int = Field(default=2, ge=1)
+    block_channel_dropout: float = Field(default=0.0, ge=0, lt=1)
+    init_from: str | None = None
     noise_fraction: float = Field(default=0.0, ge=0, le=1)
     cv_folds: int = 0
     cv_fold: int = 0
@@ -330,6 +345,9 @@ class TrainConfig(ConfigModel):
         if self.use_cached_features and raw_only:
             raise ValueError(f"{', '.join(raw_only)} augment(s) the audio, which cached features cannot: "
                              "set use_cached_features: false")
+        if self.finetune_blocks and not self.use_cached_features:
+            raise ValueError("finetune_blocks trains on cached block activations: set use_cached_features: true "
+                             "(or finetune_blocks: 0 and model.audio.trainable: true to fine-tune on raw audio)")
         if self.languages and self.mixtures:
             raise ValueError("mixtures compose English captions only: "
                              "set mixtures: 0 for multilingual data (languages)")

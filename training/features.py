@@ -13,6 +13,9 @@ rewritten atomically when they grew; an interrupted run keeps what was last writ
 Command: ``python -m training features --config FILE [--set key=value ...]`` caches the audio of
 every clip (and the configured mixtures) and the text of every caption of the run's data: the
 captions of every configured language (:func:`training.prepare.clip_captions`), the texts training reads.
+With ``finetune_blocks: N`` it also fills the block-activation cache (:mod:`training.block_cache`).
+A model whose audio features were never cached (fine-tuned top blocks) gets the features of the
+clips a matching block cache holds from it (not stored; :func:`audio_features`).
 """
 
 from __future__ import annotations
@@ -107,6 +110,13 @@ def audio_features(
     bad: set[int] = set()
     was_training = model.training
     model.eval()
+    from_blocks: dict[int, torch.Tensor] = {}
+    if todo and not store.path.exists():  # a model never cached, e.g. fine-tuned top blocks: from the block cache
+        from training.block_cache import features_from_block_cache  # (it imports this module)
+
+        from_blocks = features_from_block_cache(model, [clips[i] for i in todo], [keys[i] for i in todo], folder)
+        from_blocks = {todo[j]: f for j, f in from_blocks.items()}  # not stored: float16 maps, not the exact path
+        todo = [i for i in todo if i not in from_blocks]
     try:
         bar = tqdm(total=len(todo), desc="audio features", unit="clip", disable=not progress or not todo)
         for start in range(0, len(todo), batch_size):
@@ -133,7 +143,7 @@ def audio_features(
     ok = [i for i in range(len(clips)) if i not in bad]
     if not ok:
         return torch.empty(0, model.audio_backbone.output_dim), ok
-    return torch.stack([store.get(keys[i]) for i in ok]), ok
+    return torch.stack([from_blocks[i] if i in from_blocks else store.get(keys[i]) for i in ok]), ok
 
 
 def text_features(
@@ -182,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                                    config.max_duration_s, progress=config.progress)
         texts = caption_texts(clips, config.languages)
         text_features(model, texts, config.features_cache, progress=config.progress)
+        if config.finetune_blocks:
+            from training.block_cache import build_block_cache  # (it imports this module)
+
+            real = data.train + data.validation + data.test  # the real clips first, then the mixture pool
+            build_block_cache(model, real + data.mixture_pool, config.finetune_blocks, config.features_cache,
+                              config.max_duration_s, progress=config.progress)
     except ATRError as exc:
         logger.error("%s", exc)
         return 1

@@ -43,9 +43,10 @@ from atr_demo.devices import resolve_device
 from atr_demo.errors import ATRError, ConfigError
 from atr_demo.evaluation import retrieval_metrics
 from atr_demo.losses import build_training_loss
-from atr_demo.model import ATRModel, create_model
+from atr_demo.model import WEIGHTS_NAME, ATRModel, create_model
 
 from training.augment import make_mixtures
+from training.block_cache import TopBlockFeatures, unfreeze_top_blocks
 from training.checkpointing import (  # noqa: F401 (flatten_state, unflatten_state, RESUMABLE_CHANGES: re-exported)
     RESUMABLE_CHANGES,
     flatten_state,
@@ -104,11 +105,16 @@ class FeatureSource:
         self.audio_rows: dict[str, int] = {}
         self.text_rows: dict[str, int] = {}
         self._eval_loader: tuple[tuple[Any, ...], ClipLoader] | None = None
-        if self.cached:
+        # finetune_blocks: the top conv blocks run each step on cached block activations
+        self.blocks = TopBlockFeatures(model, config, clips) if self.cached and config.finetune_blocks else None
+        if self.blocks is not None:
+            self.audio_rows = {c.clip_id: -1 for c in self.blocks.usable(clips)}
+        elif self.cached:
             feats, ok = audio_features(model, clips, config.features_cache, config.feature_batch_size,
                                        config.max_duration_s, progress=config.progress)
             self.audio_table = feats.to(device)
             self.audio_rows = {clips[i].clip_id: row for row, i in enumerate(ok)}
+        if self.cached:
             texts = caption_texts(clips, config.languages)
             self.text_table = text_features(model, texts, config.features_cache, progress=config.progress).to(device)
             self.text_rows = {t: i for i, t in enumerate(texts)}
@@ -118,6 +124,8 @@ class FeatureSource:
         return [c for c in clips if c.clip_id in self.audio_rows] if self.cached else list(clips)
 
     def audio(self, clips: Sequence[Clip], waves: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        if self.blocks is not None:  # augmented crops with autograd in training mode, every block otherwise
+            return self.blocks.features(clips, train=self.model.training)
         if self.cached:
             return self.audio_table[[self.audio_rows[c.clip_id] for c in clips]]
         if waves is None:
@@ -211,6 +219,18 @@ def freeze_backbones(model_config: Any) -> None:
             tower.trainable = False
 
 
+def warm_start(model: ATRModel, folder: str) -> None:
+    """Load the weights of a saved model folder (``config.json`` + ``model.safetensors``, e.g. another
+    run's ``out/best``) into ``model``; they must match its architecture (``init_from``)."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.is_file():
+        raise ConfigError(f"init_from: {path} does not exist; point init_from at a saved model folder (out/best)")
+    model.load_checkpoint_state_dict(load_file(str(path)), source=str(path))
+    logger.info("initialised the model from %s", folder)
+
+
 def set_train_mode(model: ATRModel, model_config: Any) -> None:
     """Training mode, except for frozen towers (they keep dropout and batch-norm statistics fixed)."""
     model.train()
@@ -273,6 +293,12 @@ class _Run:
             freeze_backbones(self.model_config)
         torch.manual_seed(config.seed)
         self.model = model = create_model(self.model_config, seed=config.seed).to(device)
+        if config.init_from:
+            warm_start(model, config.init_from)
+        if config.finetune_blocks:
+            names = unfreeze_top_blocks(model, config.finetune_blocks)
+            logger.info("fine-tuning %d parameter tensors of the top %d aiSFX conv block(s) on cached activations",
+                        len(names), config.finetune_blocks)
         check_pipeline_options(config, model)
         if config.compile:
             compile_backbones(model)

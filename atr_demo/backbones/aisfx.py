@@ -159,18 +159,31 @@ class AisfxCNN(nn.Module):
         """Args: x (B, frames, n_mels) (100 × 96 for the pretrained net). Returns (B, 512)."""
         if x.ndim != 3:
             raise ValueError(f"AisfxCNN expects (batch, frames, n_mels), got shape {tuple(x.shape)}")
-        h = x.unsqueeze(1)  # (B, 1, T, F)
+        return self.pool(self.run_blocks(x.unsqueeze(1), 0, len(CHANNELS)))  # (B, 1, T, F) in
+
+    def run_blocks(self, h: Tensor, start: int, stop: int) -> Tensor:
+        """Conv blocks ``start .. stop - 1`` (0-based) on feature maps, by the path ``forward`` picks.
+
+        Shapes for 100 × 96 input blocks: block input (B, 1, 100, 96) → after block 1
+        (B, 64, 50, 48) → 2 (B, 128, 25, 24) → 3 (B, 256, 12, 12) → 4 (B, 512, 12, 12). The fused
+        path returns channels_last tensors (same values; ``.contiguous()`` for the usual layout).
+        """
+        blocks = self.embedding_net.blocks()[start:stop]
         if self._use_fused():
             h = h.contiguous(memory_format=torch.channels_last)
-            for block, (w1, b1, w2, b2) in zip(self.embedding_net.blocks(), self._fused(), strict=True):
+            for block, (w1, b1, w2, b2) in zip(blocks, self._fused()[start:stop], strict=True):
                 h = F.relu_(F.conv2d(h, w1, b1, padding=1))
                 h = F.relu_(F.conv2d(h, w2, b2, padding=1))
                 if block.pool > 1:
                     h = F.max_pool2d(h, kernel_size=block.pool)
         else:
-            for block in self.embedding_net.blocks():
+            for block in blocks:
                 h = block(h)
-        # (B, 512, T', F'): mean over mel (F'), then max over time (T')
+        return h
+
+    @staticmethod
+    def pool(h: Tensor) -> Tensor:
+        """(B, 512, T', F') → (B, 512): mean over mel (F'), then max over time (T')."""
         return h.mean(dim=3).amax(dim=2)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]

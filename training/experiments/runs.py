@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -131,7 +132,11 @@ def load_result(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
     if not result_path.is_file():
         return None
     record = json.loads(result_path.read_text(encoding="utf-8"))
-    if record.get("config") != config.to_dict():
+    stored = record.get("config") or {}
+    # a key added to TrainConfig since the result was stored counts as its default (as --resume does)
+    defaults = {k: f.default for k, f in TrainConfig.model_fields.items() if not f.is_required()}
+    current = config.to_dict()
+    if set(stored) - set(current) or any(stored.get(k, defaults.get(k)) != v for k, v in current.items()):
         logger.info("%s: config changed since the stored result", run_dir)
         return None
     record["skipped"] = True
@@ -160,6 +165,9 @@ def run_one(base: dict[str, Any], setting: Setting, seed: int, run_dir: Path, ov
 
     With ``collect`` nothing is trained: a missing result gives ``None``.
     """
+    if setting.init_from:  # warm start from the same seed's run of another setting (it ran first)
+        start = run_dir.parent.parent / setting.init_from / run_dir.name / "train" / "best"
+        setting = dataclasses.replace(setting, overrides={**setting.overrides, "init_from": str(start)})
     config = run_config(base, setting, seed, run_dir / "train", overrides)
     record = load_result(config, run_dir)
     if record is not None and setting.variants and not collect:

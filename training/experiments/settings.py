@@ -94,6 +94,8 @@ class Setting:
             (``mltm_partial`` masses); ``None`` for ordinary rows.
         variants: also evaluate the scoring-time variants of the trained run (hubness
             corrections, prompt sets: :func:`training.experiments.hubness.evaluate_variants`).
+        init_from: name of a setting of the same suite, listed before this one, whose run of the
+            same seed starts this run (its ``train/best``: ``init_from`` in the training config).
     """
 
     name: str
@@ -104,6 +106,7 @@ class Setting:
     eval_packages: list[str] = field(default_factory=list)
     family: str | None = None
     variants: bool = False
+    init_from: str | None = None
 
 
 def suite_main() -> list[Setting]:
@@ -145,6 +148,28 @@ def suite_hubness(packages: Sequence[str]) -> list[Setting]:
     """The levers' m-LTM ε=0.1 + prompt ensemble, held out per package, with its scoring-time variants."""
     rows = held_out({k: LEVERS[k] for k in ("mltm-eps0.1-prompts",)}, packages)
     return [dataclasses.replace(s, variants=True) for s in rows]
+
+
+#: The finetune suite's second phase (:mod:`training.block_cache`): the top aiSFX conv block and the heads, warm-
+#: started from the frozen-feature run, 3 epochs at lr 1e-4, one random 100-frame block per clip and step, one time
+#: and one mel mask of up to 2 positions of the 12 × 12 maps; on the real clips only (no mixture pool: its block
+#: maps cost 2000 more clips of cache and 2.5× the CPU time per epoch).
+FINETUNE_TOP1: dict[str, Any] = {"finetune_blocks": 1, "epochs": 3, "lr": 1e-4, "block_crop": 1, "block_masks": 1,
+                                 "block_mask_width": 2, "mixtures": 0}
+
+
+def suite_finetune(packages: Sequence[str]) -> list[Setting]:
+    """Per held-out package: the levers' m-LTM ε=0.1 + prompt ensemble on frozen features, then the same run
+    continued with the top aiSFX conv block fine-tuned on cached block activations (linear probe, then fine-tune)."""
+    name = "mltm-eps0.1-prompts"
+    label, ov = LEVERS[name]
+    rows = []
+    for pkg in packages:
+        frozen = Setting(f"{pkg}-{name}", label, {**ov, "exclude_packages": [pkg]}, pkg, "all", [pkg])
+        tuned = Setting(f"{pkg}-topblock-ft", f"{label}, top conv block fine-tuned",
+                        {**ov, **FINETUNE_TOP1, "exclude_packages": [pkg]}, pkg, "all", [pkg], init_from=frozen.name)
+        rows += [frozen, tuned]
+    return rows
 
 
 def suite_analysis() -> list[Setting]:

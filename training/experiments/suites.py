@@ -129,6 +129,13 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           eval_note=HELD_OUT_NOTE + " One training run per package and seed; every scoring variant is evaluated "
                     "on that run. Banks come only from the packages the run trained on.",
           render=hubness.render_hubness, summarise=hubness.hubness_summary, package_settings=st.suite_hubness),
+    Suite(name="finetune",
+          about="leave-one-package-out: m-LTM ε=0.1 + prompt ensemble on frozen features vs the same run continued "
+                "with the top aiSFX conv block fine-tuned on cached block activations",
+          eval_note=HELD_OUT_NOTE + " The fine-tuned row starts from the frozen row's best checkpoint of the same "
+                    "package and seed (training/block_cache.py; block cache: python -m training features --config "
+                    "BASE --set finetune_blocks=1).",
+          render=tables.render_held_out, summarise=per_method_summary, package_settings=st.suite_finetune),
     Suite(name="tune", about="base-config variants (lr, epochs, head, batch size) scored on the validation split",
           eval_note="VALIDATION split (used to choose the base config; never the test split).",
           render=tables.render_settings, settings=st.suite_tune),
