@@ -171,14 +171,16 @@ def test_warm_start_and_options(corpus: Path, tmp_path: Path) -> None:
 
 def test_finetune_suite_warm_starts_from_the_frozen_run(corpus: Path, tmp_path: Path) -> None:
     rows = st.suite_finetune(["pkgB"])
-    assert [r.init_from for r in rows] == [None, rows[0].name] and rows[1].overrides["finetune_blocks"] == 1
+    assert [r.init_from for r in rows] == [None, rows[0].name, rows[0].name]
+    assert rows[1].overrides["finetune_blocks"] == 1 and "finetune_blocks" not in rows[2].overrides
     base = dict(data=[str(corpus)], model=MODEL, batch_size=4, epochs=1, device="cpu", mixtures=0,
                 features_cache=str(tmp_path / "features"), progress=False)
     exp.run_suite("finetune", base, [0], tmp_path / "results", tmp_path / "runs", packages=["pkgB"])
-    frozen, tuned = (json.loads((tmp_path / "runs" / "finetune" / r.name / "seed0" / "result.json").read_text())
-                     for r in rows)
+    frozen, tuned, control = (json.loads((tmp_path / "runs" / "finetune" / r.name / "seed0" / "result.json")
+                                         .read_text()) for r in rows)
     start = tmp_path / "runs" / "finetune" / rows[0].name / "seed0" / "train" / "best"
     assert tuned["config"]["init_from"] == str(start) and tuned["config"]["finetune_blocks"] == 1
     assert tuned["config"]["exclude_packages"] == ["pkgB"] and tuned["eval_packages"] == ["pkgB"]
     assert frozen["config"]["finetune_blocks"] == 0 and frozen["metrics"] != tuned["metrics"]
+    assert control["config"]["init_from"] == str(start) and control["config"]["finetune_blocks"] == 0
     assert (tmp_path / "results" / "finetune.md").read_text().count("top conv block fine-tuned") >= 2

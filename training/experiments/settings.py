@@ -158,9 +158,14 @@ FINETUNE_TOP1: dict[str, Any] = {"finetune_blocks": 1, "epochs": 3, "lr": 1e-4, 
                                  "block_mask_width": 2, "mixtures": 0}
 
 
+#: The control of the second phase: the same continuation (epochs, rate, no mixture pool) with the backbone frozen.
+FINETUNE_CONTROL: dict[str, Any] = {"epochs": 3, "lr": 1e-4, "mixtures": 0}
+
+
 def suite_finetune(packages: Sequence[str]) -> list[Setting]:
-    """Per held-out package: the levers' m-LTM ε=0.1 + prompt ensemble on frozen features, then the same run
-    continued with the top aiSFX conv block fine-tuned on cached block activations (linear probe, then fine-tune)."""
+    """Per held-out package: the levers' m-LTM ε=0.1 + prompt ensemble on frozen features; the same run
+    continued with the top aiSFX conv block fine-tuned on cached block activations (linear probe, then
+    fine-tune); and, as a control, continued as long with the heads alone (what the extra epochs do)."""
     name = "mltm-eps0.1-prompts"
     label, ov = LEVERS[name]
     rows = []
@@ -168,7 +173,10 @@ def suite_finetune(packages: Sequence[str]) -> list[Setting]:
         frozen = Setting(f"{pkg}-{name}", label, {**ov, "exclude_packages": [pkg]}, pkg, "all", [pkg])
         tuned = Setting(f"{pkg}-topblock-ft", f"{label}, top conv block fine-tuned",
                         {**ov, **FINETUNE_TOP1, "exclude_packages": [pkg]}, pkg, "all", [pkg], init_from=frozen.name)
-        rows += [frozen, tuned]
+        control = Setting(f"{pkg}-heads-continued", f"{label}, heads continued (control)",
+                          {**ov, **FINETUNE_CONTROL, "exclude_packages": [pkg]}, pkg, "all", [pkg],
+                          init_from=frozen.name)
+        rows += [frozen, tuned, control]
     return rows
 
 
