@@ -26,7 +26,7 @@ from atr_demo.index.commands import add_index_parser, cmd_index, gallery_from_in
 from atr_demo.limits import Limits, check_k
 from atr_demo.model import load_model
 from atr_demo.retrieval import MODES
-from atr_demo.search import MAX_ANCHORS, display_name, label_clips, search_text
+from atr_demo.search import anchor_picks, display_name, label_clips, search_text
 from atr_demo.zeroshot import check_template, embed_labels, load_labels
 
 logger = logging.getLogger("atr_demo")
@@ -159,7 +159,7 @@ def _transport_anchors(model: Any, args: argparse.Namespace, n_files: int, n_lab
     _report_skipped(anchor_gallery.skipped)
     if not len(anchor_gallery.files):
         raise ATRError("--anchors holds no usable audio files; give a folder of audio clips")
-    return anchor_gallery.embeddings[:MAX_ANCHORS]
+    return anchor_gallery.embeddings[anchor_picks(len(anchor_gallery.files))]
 
 
 def cmd_search(args: argparse.Namespace) -> int:

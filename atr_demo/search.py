@@ -24,16 +24,28 @@ from atr_demo.zeroshot import ESC50_CLASSES, ESC50_DESCRIPTIONS, LabelSet, class
 MAX_ANCHORS = 512
 
 
+def anchor_picks(n: int, limit: int = MAX_ANCHORS) -> list[int]:
+    """At most ``limit`` of ``n`` positions, evenly spaced (all of them when ``n <= limit``).
+
+    Galleries are in file-name order, so the first ``limit`` rows would come from a few folders
+    only; evenly spaced rows sample the whole gallery.
+    """
+    if n <= limit:
+        return list(range(n))
+    return sorted({int(i * n // limit) for i in range(limit)})
+
+
 def text_anchors(model: ATRModel, gallery: Gallery) -> torch.Tensor:
     """Reference text queries that compete with a lone query in ``transport`` mode.
 
-    The gallery's own captions when it has them (one per clip, the paper's setting), otherwise
-    the ESC-50 class descriptions, a generic set of everyday sounds.
+    The gallery's own captions when it has them (one per clip, the paper's setting; at most
+    :data:`MAX_ANCHORS`, evenly spaced over the gallery), otherwise the ESC-50 class descriptions,
+    a generic set of everyday sounds.
     """
     captions = gallery.captions()
     if not captions:
         captions = [d for label in ESC50_CLASSES for d in ESC50_DESCRIPTIONS[label]]
-    return model.embed_texts(captions[:MAX_ANCHORS])
+    return model.embed_texts([captions[i] for i in anchor_picks(len(captions))])
 
 
 def display_name(path: str | Path, roots: Sequence[str | Path] = ()) -> str:

@@ -66,3 +66,14 @@ def test_probabilities_and_top_k() -> None:
     assert p.argmax() == 0
     values, idx = top_k(scores, 10)
     assert idx.tolist() == [[0, 2, 1]] and values.shape == (1, 3)
+
+
+def test_transport_anchors_are_spread_over_the_gallery() -> None:
+    from atr_demo.search import MAX_ANCHORS, anchor_picks
+
+    assert anchor_picks(5) == [0, 1, 2, 3, 4]
+    picks = anchor_picks(1426)
+    assert len(picks) == MAX_ANCHORS and picks[0] == 0 and picks[-1] >= 1426 - 3  # first to last, not a prefix
+    assert len(set(picks)) == len(picks) and all(0 <= i < 1426 for i in picks)
+    gaps = {b - a for a, b in zip(picks, picks[1:], strict=False)}
+    assert gaps <= {2, 3}  # evenly spaced

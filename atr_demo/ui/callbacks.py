@@ -28,7 +28,7 @@ from atr_demo.gallery import Gallery, index_gallery
 from atr_demo.index.view import IndexGallery
 from atr_demo.limits import DEFAULT_LIMITS, Limits, check_k
 from atr_demo.retrieval import MODES, cost_matrix, score_matrix, scores_to_probabilities, top_k, transport_plan
-from atr_demo.search import MAX_ANCHORS, display_name, label_clips, search_text
+from atr_demo.search import anchor_picks, display_name, label_clips, search_text
 from atr_demo.ui.errors import UserError, hide_paths, user_errors
 from atr_demo.ui.figures import transport_figure, zero_shot_figure
 from atr_demo.ui.render import transport_summary
@@ -237,7 +237,7 @@ def search_audio_cb(
     if not user and not texts:
         raise UserError("there are no captions to rank: type candidate captions, one per line")
     gallery = state.combined(session)
-    anchors = gallery.rows(slice(0, MAX_ANCHORS)) if mode == "transport" else None
+    anchors = gallery.rows(anchor_picks(len(gallery))) if mode == "transport" else None
 
     def rank(embeddings: torch.Tensor, captions: list[str], files: list[str] | None) -> list[dict[str, Any]]:
         scores = score_matrix(
@@ -330,7 +330,7 @@ def zero_shot_cb(
         raise UserError("none of the files could be classified: " + "; ".join(errors.values()))
     label_set = state.label_set(label_list, templates)
     audio = torch.cat([e for _, e in embedded])
-    anchors = state.gallery.rows(slice(0, MAX_ANCHORS)) if mode == "transport" else None
+    anchors = state.gallery.rows(anchor_picks(len(state.gallery))) if mode == "transport" else None
     good = [n for n, _ in embedded]
     labelled = label_clips(state.model, [Path(paths[n]) for n in good], audio, label_set, top=top, mode=mode,
                            anchors=anchors)
