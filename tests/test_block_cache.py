@@ -27,7 +27,7 @@ from training.block_cache import (
 from training.config import TrainConfig
 from training.datasets import load_clip_audio
 from training.experiments import settings as st
-from training.features import _Digests, audio_features, clip_key
+from training.features import audio_features, clip_keys
 from training.prepare import prepare_data
 from training.train import train, warm_start
 
@@ -90,15 +90,17 @@ def test_run_blocks_compose_to_forward() -> None:
 def test_cached_maps_equal_a_fresh_forward(corpus: Path, tmp_path: Path) -> None:
     config = _config(corpus, tmp_path / "run")
     model = create_model(config.run_model_config(), seed=0)
+    cache = str(config.features_cache)
     clips = prepare_data(config).train  # 1.0-2.75 s: 1 or 2 blocks of 100 frames (2.32 s, hop 1.16 s)
-    store, ok = build_block_cache(model, clips, 1, config.features_cache, config.max_duration_s, progress=False)
+    keys = clip_keys(clips, config.max_duration_s)
+    store, ok = build_block_cache(model, clips, keys, 1, cache, config.max_duration_s, progress=False)
     assert ok == list(range(8)) and len(store) == 8
-    reopened = block_store(model, 1, config.features_cache)  # read back from the part files
+    reopened = block_store(model, 1, cache)  # read back from the part files
     feats = []
-    for clip in clips:
+    for clip, key in zip(clips, keys, strict=True):
         wave = load_clip_audio(clip, model.sample_rate, config.max_duration_s)
         fresh = lower_maps(model, wave, 1)
-        cached = reopened.get(clip_key(clip, _Digests(), config.max_duration_s))
+        cached = reopened.get(key)
         assert cached.dtype == torch.float16 and cached.shape == fresh.shape and cached.shape[1:] == (256, 12, 12)
         torch.testing.assert_close(cached.float(), fresh, rtol=2e-3, atol=2e-3)
         with torch.no_grad():

@@ -23,7 +23,9 @@ atomically and only added, so an interrupted build keeps what it wrote. (Not a
 one holds float16 maps of ~1 GB, read lazily, memory-mapped, key by key.)
 
 Build: ``python -m training features --config FILE --set finetune_blocks=1`` (the clips and the
-fixed mixture pool of the config, every split), or on demand by the first training run.
+fixed mixture pool of the config, every split), or on demand by the first training run. The keys
+come from the caller (:func:`training.features.clip_keys`), so this module sits below
+:mod:`training.features`, which reads the cache for models it never cached.
 
 Augmentation while fine-tuning (the waveform is gone, so only what acts on the maps applies):
 
@@ -66,7 +68,6 @@ from atr_demo.model import ATRModel
 
 from training.config import TrainConfig
 from training.datasets import Clip, load_clip_audio
-from training.features import _Digests, clip_key, default_cache_dir
 from training.pipeline import seed_of
 
 logger = logging.getLogger(__name__)
@@ -149,10 +150,9 @@ class BlockStore:
         self.pending = {}
 
 
-def block_store(model: ATRModel, top_blocks: int, cache_dir: str | Path | None = None) -> BlockStore:
-    """The store of the maps entering the top ``top_blocks`` blocks of ``model``'s CNN."""
-    folder = Path(cache_dir or default_cache_dir()) / f"blocks{top_blocks}-{lower_fingerprint(model, top_blocks)}"
-    return BlockStore(folder)
+def block_store(model: ATRModel, top_blocks: int, cache_dir: str | Path) -> BlockStore:
+    """The store of the maps entering the top ``top_blocks`` blocks of ``model``'s CNN, in ``cache_dir``."""
+    return BlockStore(Path(cache_dir) / f"blocks{top_blocks}-{lower_fingerprint(model, top_blocks)}")
 
 
 @torch.inference_mode()
@@ -172,18 +172,17 @@ def lower_maps(model: ATRModel, wave: Tensor, top_blocks: int, chunk: int = 8) -
     return torch.cat(parts).float()
 
 
-def build_block_cache(model: ATRModel, clips: Sequence[Clip], top_blocks: int, cache_dir: str | Path | None = None,
-                      max_duration_s: float | None = None, progress: bool = True,
+def build_block_cache(model: ATRModel, clips: Sequence[Clip], keys: Sequence[str], top_blocks: int,
+                      cache_dir: str | Path, max_duration_s: float | None = None, progress: bool = True,
                       flush_every: int = 100) -> tuple[BlockStore, list[int]]:
     """Fill the block cache with the maps of ``clips`` (the audio :func:`training.features.audio_features`
-    reads: :func:`training.datasets.load_clip_audio` cut at ``max_duration_s``).
+    reads: :func:`training.datasets.load_clip_audio` cut at ``max_duration_s``), stored under ``keys``
+    (:func:`training.features.clip_keys` of the clips and ``max_duration_s``).
 
     Returns:
         (the store, indices of the clips it holds). Undecodable clips are skipped with a warning.
     """
     store = block_store(model, top_blocks, cache_dir)
-    digest = _Digests()
-    keys = [clip_key(c, digest, max_duration_s) for c in clips]
     todo = [i for i, k in enumerate(keys) if k not in store]
     bad: set[int] = set()
     began = time.time()
@@ -249,13 +248,13 @@ class TopBlockFeatures:
     the maps). Returns (n, 512) clip features on the model's device.
     """
 
-    def __init__(self, model: ATRModel, config: TrainConfig, clips: Sequence[Clip]) -> None:
+    def __init__(self, model: ATRModel, config: TrainConfig, clips: Sequence[Clip], keys: Sequence[str],
+                 cache_dir: str | Path) -> None:
         self.model, self.config = model, config
         self.top = config.finetune_blocks
-        self.store, ok = build_block_cache(model, clips, self.top, config.features_cache, config.max_duration_s,
+        self.store, ok = build_block_cache(model, clips, keys, self.top, cache_dir, config.max_duration_s,
                                            progress=config.progress)
-        digest = _Digests()
-        self.keys = {clips[i].clip_id: clip_key(clips[i], digest, config.max_duration_s) for i in ok}
+        self.keys = {clips[i].clip_id: keys[i] for i in ok}
 
     def usable(self, clips: Sequence[Clip]) -> list[Clip]:
         return [c for c in clips if c.clip_id in self.keys]
@@ -283,13 +282,13 @@ def top_features(model: ATRModel, maps: Sequence[Tensor], top_blocks: int, chunk
 
 
 def features_from_block_cache(model: ATRModel, clips: Sequence[Clip], keys: Sequence[str],
-                              cache_dir: str | Path | None) -> dict[int, Tensor]:
+                              cache_dir: str | Path) -> dict[int, Tensor]:
     """Clip features (512,) of the clips whose maps a block cache of ``model``'s own lower blocks
     holds (any split point 1–3 whose fingerprint matches): ``{index in clips: feature}``. This is
     how a model with fine-tuned top blocks is evaluated without running its frozen blocks again."""
     if not isinstance(model.audio_backbone, AisfxAudioBackbone):
         return {}
-    folder = Path(cache_dir or default_cache_dir())
+    folder = Path(cache_dir)
     for top in range(1, N_BLOCKS):
         if not (folder / f"blocks{top}-{lower_fingerprint(model, top)}").is_dir():
             continue

@@ -34,6 +34,7 @@ from atr_demo.errors import ATRError, AudioError
 from atr_demo.fileio import TensorStore, cache_home, file_digest
 from atr_demo.model import ATRModel, create_model
 
+from training.block_cache import build_block_cache, features_from_block_cache
 from training.config import load_train_config
 from training.datasets import Clip, load_clip_audio
 from training.prepare import caption_texts, prepare_data
@@ -84,6 +85,12 @@ def clip_key(clip: Clip, digest: _Digests, max_duration_s: float | None) -> str:
     return f"{digest(clip.audio)}@{clip.start_s:.3f}+{clip.duration_s}|{max_duration_s}"
 
 
+def clip_keys(clips: Sequence[Clip], max_duration_s: float | None) -> list[str]:
+    """:func:`clip_key` of every clip (file digests computed once per file)."""
+    digest = _Digests()
+    return [clip_key(c, digest, max_duration_s) for c in clips]
+
+
 def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -112,8 +119,6 @@ def audio_features(
     model.eval()
     from_blocks: dict[int, torch.Tensor] = {}
     if todo and not store.path.exists():  # a model never cached, e.g. fine-tuned top blocks: from the block cache
-        from training.block_cache import features_from_block_cache  # (it imports this module)
-
         from_blocks = features_from_block_cache(model, [clips[i] for i in todo], [keys[i] for i in todo], folder)
         from_blocks = {todo[j]: f for j, f in from_blocks.items()}  # not stored: float16 maps, not the exact path
         todo = [i for i in todo if i not in from_blocks]
@@ -193,11 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         texts = caption_texts(clips, config.languages)
         text_features(model, texts, config.features_cache, progress=config.progress)
         if config.finetune_blocks:
-            from training.block_cache import build_block_cache  # (it imports this module)
-
-            real = data.train + data.validation + data.test  # the real clips first, then the mixture pool
-            build_block_cache(model, real + data.mixture_pool, config.finetune_blocks, config.features_cache,
-                              config.max_duration_s, progress=config.progress)
+            ordered = data.train + data.validation + data.test + data.mixture_pool  # the real clips first
+            build_block_cache(model, ordered, clip_keys(ordered, config.max_duration_s), config.finetune_blocks,
+                              config.features_cache or default_cache_dir(), config.max_duration_s,
+                              progress=config.progress)
     except ATRError as exc:
         logger.error("%s", exc)
         return 1

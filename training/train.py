@@ -66,7 +66,7 @@ from training.distributed import (
     launched_by_torchrun,
     shutdown,
 )
-from training.features import audio_features, text_features
+from training.features import audio_features, clip_keys, default_cache_dir, text_features
 from training.loop import StepRunner
 from training.optim import GroupSettings, build_param_groups, lr_at, make_optimizer, set_learning_rates
 from training.pipeline import (
@@ -106,7 +106,10 @@ class FeatureSource:
         self.text_rows: dict[str, int] = {}
         self._eval_loader: tuple[tuple[Any, ...], ClipLoader] | None = None
         # finetune_blocks: the top conv blocks run each step on cached block activations
-        self.blocks = TopBlockFeatures(model, config, clips) if self.cached and config.finetune_blocks else None
+        self.blocks = None
+        if self.cached and config.finetune_blocks:
+            self.blocks = TopBlockFeatures(model, config, clips, clip_keys(clips, config.max_duration_s),
+                                           config.features_cache or default_cache_dir())
         if self.blocks is not None:
             self.audio_rows = {c.clip_id: -1 for c in self.blocks.usable(clips)}
         elif self.cached:
