@@ -52,12 +52,13 @@ from atr_demo.zeroshot import (
     embed_labels,
 )
 
+from training.analysis.leakage import classes_in_captions, split_accuracy
 from training.config import TrainConfig
 from training.datasets import Clip
 from training.experiments import metrics as mk
 from training.experiments.aggregate import lopo_summary, mean_std
 from training.features import audio_features, text_features
-from training.prepare import PreparedData
+from training.prepare import PreparedData, clip_captions
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +77,14 @@ ZS_VARIANTS: dict[str, str] = {
 #: Zero-shot prompt sets (each with the run's templates): name → (row label, descriptions).
 PROMPT_SETS: dict[str, tuple[str, bool | Descriptions]] = {
     "templates": ("templates only", False),
-    "single": ("templates + 1 description", ESC50_DESCRIPTIONS),
-    "sound": ("templates + 3-5 sound descriptions", ESC50_SOUND_DESCRIPTIONS),
+    "single": ("templates + 1 description (before)", ESC50_DESCRIPTIONS),
+    "sound": ("templates + 3-5 sound descriptions (default now)", ESC50_SOUND_DESCRIPTIONS),
 }
 #: β candidates for QB-Norm chosen on the validation split.
 BETA_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
 #: Stored with each run's variants; a stored result of another version is re-evaluated from the
 #: run's best checkpoint, without retraining (:func:`training.experiments.runs.run_one`).
-VERSION = "2: beta grid 1-40, centred retrieval"
+VERSION = "3: beta grid 1-40, centred retrieval, zero-shot seen/unseen"
 #: k of the k-occurrence hubness measure (skewness of N_k).
 HUB_K = 10
 #: Metric names of the retrieval variants (plus ``skew``: skewness of N_10 over the gallery).
@@ -215,6 +216,8 @@ def evaluate_variants(model: ATRModel, config: TrainConfig, data: PreparedData,
     audio, targets = labelled(test)
     if not len(targets):
         return out
+    seen = set(classes_in_captions([t for c in data.train + data.mixture_pool
+                                    for t in clip_captions(c, config.languages)]))
     val_audio, val_targets = labelled(val)
     for name, (_, descriptions) in PROMPT_SETS.items():
         labels = label_set(model, config, descriptions)
@@ -226,8 +229,9 @@ def evaluate_variants(model: ATRModel, config: TrainConfig, data: PreparedData,
         entry = {}
         for variant in ZS_VARIANTS:
             b = beta if variant == "qbnorm-val" else QB_BETA
-            entry[variant] = {**topk_accuracy(zeroshot_scores(model, audio, labels, train.audio, variant, b),
-                                              targets), "n": len(targets)}
+            split = split_accuracy(zeroshot_scores(model, audio, labels, train.audio, variant, b), targets,
+                                   ESC50_CLASSES, seen)
+            entry[variant] = {**split["all"], "seen": split["seen"], "unseen": split["unseen"]}
         out["zeroshot"][name] = entry
     return out
 
@@ -239,9 +243,9 @@ def retrieval_key(variant: str, part: str, name: str) -> str:
     return mk.variant("retrieval", variant, part, name)
 
 
-def zeroshot_key(prompts: str, variant: str, name: str) -> str:
-    """``var/zeroshot.sound.prior.top1``."""
-    return mk.variant("zeroshot", prompts, variant, name)
+def zeroshot_key(prompts: str, variant: str, *name: str) -> str:
+    """``var/zeroshot.sound.prior.top1``, ``var/zeroshot.sound.prior.unseen.top1``."""
+    return mk.variant("zeroshot", prompts, variant, *name)
 
 
 def paired_deltas(records: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str, str]]) -> dict[str, list[float]]:
@@ -269,7 +273,8 @@ DELTA_COLUMNS = (("t2a", mk.R5), ("t2a", mk.MAP10), ("a2t", mk.R5), ("a2t", mk.M
 def delta_pairs() -> list[tuple[str, str, str]]:
     """(name, key, baseline key) of every difference the tables show: each retrieval variant − cosine
     (name = the key); each zero-shot variant − cosine scoring of the same prompts (name = the key),
-    and − the single description with the same scoring (name ``prompts:`` + the key)."""
+    − the single description with the same scoring (name ``prompts:`` + the key), and − the zero-shot
+    before this suite, the single description with cosine scoring (name ``before:`` + the key)."""
     pairs = [(retrieval_key(v, part, name), retrieval_key(v, part, name), retrieval_key("cosine", part, name))
              for v in RETRIEVAL_VARIANTS for part, name in DELTA_COLUMNS]
     for p in PROMPT_SETS:
@@ -277,7 +282,8 @@ def delta_pairs() -> list[tuple[str, str, str]]:
             for name in (mk.TOP1, mk.TOP5):
                 key = zeroshot_key(p, v, name)
                 pairs += [(key, key, zeroshot_key(p, "cosine", name)),
-                          ("prompts:" + key, key, zeroshot_key("single", v, name))]
+                          ("prompts:" + key, key, zeroshot_key("single", v, name)),
+                          ("before:" + key, key, zeroshot_key("single", "cosine", name))]
     return pairs
 
 
@@ -295,10 +301,14 @@ def _fmt(pair: Sequence[float] | None, digits: int = 3, sign: bool = False) -> s
 
 
 def _wins(delta: Sequence[float] | None, *stds: float) -> str:
-    """``**yes**`` when the paired gain exceeds its own std and every given seed std, else ``no``."""
+    """``paired / strict``: ``yes`` when the paired gain exceeds its own std (paired), and when it also
+    exceeds every given seed std (strict: the stds of the two rows compared); bold when strict."""
     if not delta or not np.isfinite(delta[0]):
         return "–"
-    return "**yes**" if delta[0] > max([delta[1], *stds]) else "no"
+    paired = delta[0] > delta[1]
+    strict = delta[0] > max([delta[1], *stds])
+    text = f"{'yes' if paired else 'no'} / {'yes' if strict else 'no'}"
+    return f"**{text}**" if strict else text
 
 
 def render_hubness(payload: dict[str, Any]) -> list[str]:
@@ -310,17 +320,21 @@ def render_hubness(payload: dict[str, Any]) -> list[str]:
     lines = ["Retrieval, mean over held-out packages (N₁₀ skew: skewness of how often each gallery item is in "
              "a query's top 10; lower = fewer hubs):", "",
              markdown_table(["scoring"] + [c for c, _, _ in RETRIEVAL_COLUMNS], rows), ""]
-    head = ["scoring"] + [f"Δ {'T→A' if p == 't2a' else 'A→T'} {n}" for p, n in DELTA_COLUMNS] + ["wins T→A R@5"]
+    head = (["scoring"] + [f"Δ {'T→A' if p == 't2a' else 'A→T'} {n}" for p, n in DELTA_COLUMNS]
+            + ["wins T→A R@5", "wins A→T R@5"])
     rows = []
     for v, label in RETRIEVAL_VARIANTS.items():
         if v == "cosine":
             continue
-        r5 = retrieval_key(v, "t2a", mk.R5)
+        wins = []
+        for part in ("t2a", "a2t"):
+            r5 = retrieval_key(v, part, mk.R5)
+            wins.append(_wins(deltas.get(r5), m.get(r5, [0, 0])[1],
+                              m.get(retrieval_key("cosine", part, mk.R5), [0, 0])[1]))
         rows.append([label] + [_fmt(deltas.get(retrieval_key(v, p, n)), sign=True) for p, n in DELTA_COLUMNS]
-                    + [_wins(deltas.get(r5), m.get(r5, [0, 0])[1],
-                             m.get(retrieval_key("cosine", "t2a", mk.R5), [0, 0])[1])])
+                    + wins)
     lines += ["Paired difference to cosine (per seed the mean over packages of variant − cosine, then mean ± std "
-              "over seeds); *wins*: the gain exceeds its std and both seed stds:", "",
+              "over seeds); *wins* paired / strict: the gain exceeds its own std / also both rows' seed stds:", "",
               markdown_table(head, rows), ""]
     for name, title in ((mk.TOP1, "top-1"), (mk.TOP5, "top-5")):
         rows = [[label] + [_fmt(m.get(zeroshot_key(p, v, name))) for v in ZS_VARIANTS]
@@ -332,19 +346,29 @@ def render_hubness(payload: dict[str, Any]) -> list[str]:
     rows = []
     for p, (label, _) in PROMPT_SETS.items():
         for v, vlabel in ZS_VARIANTS.items():
+            cells = [label, vlabel]
+            for name in (mk.TOP1, mk.TOP5):
+                key = zeroshot_key(p, v, name)
+                before = deltas.get("before:" + key) if (p, v) != ("single", "cosine") else None
+                cells += [_fmt(m.get(key)), _fmt(before, sign=True) if before else "–",
+                          _wins(before, m.get(key, [0, 0])[1], m.get(zeroshot_key("single", "cosine", name), [0, 0])[1])
+                          if before else "–"]
             key = zeroshot_key(p, v, mk.TOP1)
-            vs_cos, vs_single = deltas.get(key), deltas.get("prompts:" + key)
-            rows.append([label, vlabel, _fmt(m.get(key)),
-                         _fmt(vs_cos, sign=True) if v != "cosine" else "–",
-                         _fmt(vs_single, sign=True) if p != "single" else "–",
-                         _wins(vs_cos, m.get(key, [0, 0])[1], m.get(zeroshot_key(p, "cosine", mk.TOP1), [0, 0])[1])
-                         if v != "cosine" else "–",
-                         _wins(vs_single, m.get(key, [0, 0])[1], m.get(zeroshot_key("single", v, mk.TOP1), [0, 0])[1])
-                         if p != "single" else "–"])
-    lines += ["Zero-shot top-1, paired differences: to cosine scoring with the same prompts, and to the single "
-              "description with the same scoring:", "",
-              markdown_table(["prompts", "scoring", "top-1", "Δ vs cosine", "Δ vs single description",
-                              "wins vs cosine", "wins vs single"], rows), ""]
+            cells += [_fmt(deltas.get(key), sign=True) if v != "cosine" else "–",
+                      _fmt(deltas.get("prompts:" + key), sign=True) if p != "single" else "–"]
+            rows.append(cells)
+    lines += ["Zero-shot, paired differences to the zero-shot before this suite (1 description, cosine scoring), "
+              "*wins* paired / strict as above; then top-1 differences to cosine scoring with the same prompts and "
+              "to the single description with the same scoring:", "",
+              markdown_table(["prompts", "scoring", "top-1", "Δ top-1 vs before", "wins", "top-5",
+                              "Δ top-5 vs before", "wins", "Δ top-1 vs cosine", "Δ top-1 vs 1 description"], rows),
+              ""]
+    seen, unseen = (sum(a["metrics"].get(zeroshot_key("single", "cosine", g, mk.N), [0])[0]
+                        for a in payload["aggregates"].values()) for g in (mk.SEEN, mk.UNSEEN))
+    lines += [f"Of the {seen + unseen:.0f} labelled clips (all held-out packages), {unseen:.0f} are of classes the "
+              "run's training captions do not name (`training.analysis.leakage`): the gains above are on seen "
+              "classes; the per-run seen/unseen split of every variant is in the JSON (`var/zeroshot.*.unseen.*`).",
+              ""]
     rows = []
     for a in payload["aggregates"].values():
         am = a["metrics"]
