@@ -153,6 +153,10 @@ def centred(scores: torch.Tensor, bank_scores: torch.Tensor) -> torch.Tensor:
     r"""Scores minus each gallery column's bank mean, (n, m) → (n, m): :math:`s_{ij} - \tfrac1b\sum_b s_{bj}`.
 
     CSLS with k equal to the bank size, without the factor 2. An empty bank returns ``scores``.
+
+    With cosine scores of unit vectors, :math:`s_{ij} = \langle q_i, g_j\rangle` and
+    :math:`s_{bj} = \langle q_b, g_j\rangle`, this is :math:`\langle q_i - \mu, g_j\rangle` with
+    :math:`\mu` the mean bank query: one (d,) vector stored with a model is the whole bank.
     """
     _check(scores, bank_scores)
     if len(bank_scores) == 0:

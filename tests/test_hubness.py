@@ -128,6 +128,14 @@ def test_centred_subtracts_the_bank_mean() -> None:
     assert out[0].argmax() == 1
 
 
+def test_centring_equals_subtracting_the_mean_bank_query() -> None:
+    gen = torch.Generator().manual_seed(3)
+    unit = lambda n: torch.nn.functional.normalize(torch.randn(n, 6, generator=gen, dtype=torch.float64), dim=1)  # noqa: E731
+    queries, gallery, bank = unit(4), unit(7), unit(30)
+    out = centred(queries @ gallery.T, bank @ gallery.T)
+    assert torch.allclose(out, (queries - bank.mean(0)) @ gallery.T)
+
+
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ConfigError, match="same gallery"):
         inverted_softmax(torch.zeros(2, 3), torch.zeros(4, 5))
