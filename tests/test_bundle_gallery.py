@@ -87,3 +87,21 @@ def test_earlier_gallery_is_still_available(tmp_path: Path) -> None:
 def test_size_limit_is_an_error_not_a_cut(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="lower --kbps"):
         main(["--corpus", str(_corpus(tmp_path)), "--out", str(tmp_path / "gallery"), "--max-mb", "0.001"])
+
+
+def test_rebuild_keeps_unchanged_clips_byte_for_byte(tmp_path: Path) -> None:
+    """Ogg streams get a random serial number, so re-encoding changes every file; a rebuild keeps the
+    files whose source audio and encoding are unchanged and re-encodes only what changed."""
+    corpus = _corpus(tmp_path)
+    out = tmp_path / "gallery"
+    assert main(["--corpus", str(corpus), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "audio").iterdir()}
+    write_tone(corpus / "audio" / "pkg-2.flac", 900, 0.5, sr=22050)  # one source changed
+    assert main(["--corpus", str(corpus), "--out", str(out)]) == 0
+    after = {p.name: p.read_bytes() for p in (out / "audio").iterdir()}
+    assert after["pkg-0.opus"] == before["pkg-0.opus"] and after["pkg-1.opus"] == before["pkg-1.opus"]
+    assert after["pkg-2.opus"] != before["pkg-2.opus"]
+    entries = [json.loads(line) for line in (out / "gallery.jsonl").read_text().splitlines()]
+    assert all(len(e["source_sha256"]) == 64 and e["encoding"] == "opus@48" for e in entries)
+    assert main(["--corpus", str(corpus), "--out", str(out), "--kbps", "32"]) == 0  # another encoding
+    assert (out / "audio" / "pkg-0.opus").read_bytes() != before["pkg-0.opus"]

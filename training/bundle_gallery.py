@@ -11,6 +11,9 @@ fitted or selected on them), false for the test split, so that held-out numbers 
 file of every package used is copied to ``licenses/``. More than ``--max-mb`` of audio is an error
 (lower ``--kbps``), never a silent cut. Audio files of an earlier build that are no longer part of
 the gallery are removed from ``<out>/audio`` (the app indexes every audio file of the folder).
+Each row also records its source's SHA-256 and the encoding (``opus@48``); a rebuild keeps a clip's
+file byte for byte when both are unchanged (Ogg streams carry a random serial number, so
+re-encoding would rewrite every file in the repository's history) and re-encodes the rest.
 
 The earlier gallery (140 test clips, at most 3 per recording group, Ogg Vorbis at the source rate)
 is ``--split test --per-group 3 --max-clips 200 --codec vorbis``.
@@ -153,11 +156,20 @@ def write_gallery(
     suffix, _ = CODECS[codec]
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
+    encoding = f"{codec}@{kbps:g}"
+    previous = _previous_entries(out)
     entries: list[dict[str, Any]] = []
-    total = 0
+    total = reused = 0
     for row in tqdm(rows, desc="gallery", unit="clip"):
         target = audio_dir / f"{row['clip_id']}{suffix}"
-        data = encode_clip(corpus / row["audio"], codec, kbps)
+        source_digest = file_digest(corpus / row["audio"])
+        before = previous.get(row["clip_id"], {})
+        if (before.get("source_sha256") == source_digest and before.get("encoding") == encoding
+                and before.get("audio") == f"audio/{target.name}" and target.is_file()):
+            data = target.read_bytes()  # same source, same encoding: keep the file byte for byte
+            reused += 1
+        else:
+            data = encode_clip(corpus / row["audio"], codec, kbps)
         total += len(data)
         if total > max_bytes:
             raise DataError(
@@ -177,7 +189,11 @@ def write_gallery(
             "clip_id": row["clip_id"],
             "split": row.get("split"),
             "in_training": row.get("split") in TRAINING_SPLITS,
+            "source_sha256": source_digest,
+            "encoding": encoding,
         })
+    if reused:
+        logger.info("kept %d clip(s) of the earlier build unchanged (same source audio and encoding)", reused)
     keep = {Path(e["audio"]).name for e in entries}
     stale = [p for p in audio_dir.iterdir() if p.is_file() and p.name not in keep]
     for path in stale:
@@ -188,6 +204,15 @@ def write_gallery(
         for entry in entries:
             fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
     return entries
+
+
+def _previous_entries(out: Path) -> dict[str, dict[str, Any]]:
+    """The existing ``gallery.jsonl`` of ``out`` by clip id (empty when there is none or it is unreadable)."""
+    try:
+        lines = (out / "gallery.jsonl").read_text(encoding="utf-8").splitlines()
+        return {e["clip_id"]: e for e in map(json.loads, filter(None, lines)) if "clip_id" in e}
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def codec_description(codec: str, kbps: float) -> str:
