@@ -14,7 +14,6 @@ import pytest
 
 from tests.helpers import write_tone
 from training.corpus import build as corpus_build
-from training.corpus.captions import load_rules, match
 from training.corpus.clip import SourceClip
 from training.corpus.sources import get_source, lugaru, scorched3d, scratch, simutrans
 from training.corpus.splits import split_for_group
@@ -70,49 +69,6 @@ def parse_all(package: str, root: Path) -> tuple[dict[str, SourceClip], dict[str
         else:
             dropped[name] = item.reason
     return clips, dropped
-
-
-@pytest.mark.parametrize(
-    ("package", "name", "esc50", "word"),
-    [
-        ("scratch", "human/babycry.mp3", "crying_baby", "baby"),
-        ("scratch", "human/sneeze-female.wav", "sneezing", "sneezes"),
-        ("scratch", "human/slurp.mp3", "drinking_sipping", "slurps"),
-        ("scratch", "effects/typing.mp3", "keyboard_typing", "keyboard"),
-        ("scratch", "effects/doorcreak.wav", "door_wood_creaks", "creaks"),
-        ("scratch", "animal/kitten.wav", "cat", "kitten"),
-        ("scorched3d-data", "none/data/wav/misc/frogs.wav", "frog", "frogs"),
-        ("scorched3d-data", "none/data/wav/misc/oceanwaves.wav", "sea_waves", "waves"),
-        ("lugaru-data", "bark3.ogg", "dog", "dog"),
-        ("lugaru-data", "footstepsnow2.ogg", "footsteps", "snow"),
-        ("simutrans-pak64", "tree-cutting.wav", "chainsaw", "chainsaw"),
-        ("simutrans-pak64", "steam.wav", "train", "steam"),
-    ],
-)
-def test_new_tables_map_representative_names(package: str, name: str, esc50: str, word: str) -> None:
-    found = match(load_rules(package), name)
-    assert not found.dropped and found.rule is not None
-    assert found.rule.esc50 == esc50
-    assert any(word in caption for caption in found.rule.captions)
-
-
-@pytest.mark.parametrize(
-    ("package", "name"),
-    [
-        ("scratch", "vocals/come-and-play.mp3"),
-        ("scratch", "music loops/drumset1.mp3"),
-        ("scratch", "electronic/computerbeeps1.wav"),
-        ("scratch", "instruments/trumpet1.wav"),
-        ("scorched3d-data", "none/data/wav/misc/beep.wav"),
-        ("scorched3d-data", "none/data/wav/shield/activate.wav"),
-        ("lugaru-data", "music1grass.ogg"),
-        ("lugaru-data", "rabbitchitter.ogg"),
-        ("lugaru-data", "consolefail.ogg"),
-        ("simutrans-pak64", "click.wav"),
-    ],
-)
-def test_new_tables_drop_speech_music_and_interface(package: str, name: str) -> None:
-    assert match(load_rules(package), name).dropped
 
 
 def test_scratch_parser_reads_mp3_and_drops_music_and_synth(tmp_path: Path) -> None:
