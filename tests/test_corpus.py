@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.test_corpus_everyday import TIER3_DROPS, TIER3_NAMES
 from training.corpus import build as corpus_build
 from training.corpus import debian
 from training.corpus.captions import load_rules, match, parse_rules
@@ -175,18 +176,7 @@ def test_opensfx_rejects_entry_without_riff() -> None:
         ("flightgear-data-base", "sounds/rotor.wav", "helicopter", "helicopter"),
         ("unknown-horizons", "chapel.ogg", "church_bells", "bells"),
         ("freeciv-data", "foot3.ogg", "footsteps", "footstep"),
-        ("scratch", "human/babycry.mp3", "crying_baby", "baby"),
-        ("scratch", "human/sneeze-female.wav", "sneezing", "sneezes"),
-        ("scratch", "human/slurp.mp3", "drinking_sipping", "slurps"),
-        ("scratch", "effects/typing.mp3", "keyboard_typing", "keyboard"),
-        ("scratch", "effects/doorcreak.wav", "door_wood_creaks", "creaks"),
-        ("scratch", "animal/kitten.wav", "cat", "kitten"),
-        ("scorched3d-data", "none/data/wav/misc/frogs.wav", "frog", "frogs"),
-        ("scorched3d-data", "none/data/wav/misc/oceanwaves.wav", "sea_waves", "waves"),
-        ("lugaru-data", "bark3.ogg", "dog", "dog"),
-        ("lugaru-data", "footstepsnow2.ogg", "footsteps", "snow"),
-        ("simutrans-pak64", "tree-cutting.wav", "chainsaw", "chainsaw"),
-        ("simutrans-pak64", "steam.wav", "train", "steam"),
+        *TIER3_NAMES,
     ],
 )
 def test_caption_tables_map_representative_stems(package: str, name: str, esc50: str, word: str) -> None:
@@ -212,16 +202,7 @@ def test_caption_tables_map_representative_stems(package: str, name: str, esc50:
         ("flightgear-data-base", "aircraft/c172p/sounds/checklist1.wav"),
         ("unknown-horizons", "events/scenario/win.ogg"),
         ("freeciv-data", "illegal.ogg"),
-        ("scratch", "vocals/come-and-play.mp3"),
-        ("scratch", "music loops/drumset1.mp3"),
-        ("scratch", "electronic/computerbeeps1.wav"),
-        ("scratch", "instruments/trumpet1.wav"),
-        ("scorched3d-data", "none/data/wav/misc/beep.wav"),
-        ("scorched3d-data", "none/data/wav/shield/activate.wav"),
-        ("lugaru-data", "music1grass.ogg"),
-        ("lugaru-data", "rabbitchitter.ogg"),
-        ("lugaru-data", "consolefail.ogg"),
-        ("simutrans-pak64", "click.wav"),
+        *TIER3_DROPS,
     ],
 )
 def test_caption_tables_drop_speech_interface_and_unknown(package: str, name: str) -> None:

@@ -22,6 +22,34 @@ from training.corpus.summary import main as summary_main
 
 NEW_PACKAGES = ("scratch", "scorched3d-data", "lugaru-data", "simutrans-pak64")
 
+#: Caption-table cases of the tier-3 tables, run by tests/test_corpus.py's table tests.
+TIER3_NAMES = [
+        ("scratch", "human/babycry.mp3", "crying_baby", "baby"),
+        ("scratch", "human/sneeze-female.wav", "sneezing", "sneezes"),
+        ("scratch", "human/slurp.mp3", "drinking_sipping", "slurps"),
+        ("scratch", "effects/typing.mp3", "keyboard_typing", "keyboard"),
+        ("scratch", "effects/doorcreak.wav", "door_wood_creaks", "creaks"),
+        ("scratch", "animal/kitten.wav", "cat", "kitten"),
+        ("scorched3d-data", "none/data/wav/misc/frogs.wav", "frog", "frogs"),
+        ("scorched3d-data", "none/data/wav/misc/oceanwaves.wav", "sea_waves", "waves"),
+        ("lugaru-data", "bark3.ogg", "dog", "dog"),
+        ("lugaru-data", "footstepsnow2.ogg", "footsteps", "snow"),
+        ("simutrans-pak64", "tree-cutting.wav", "chainsaw", "chainsaw"),
+        ("simutrans-pak64", "steam.wav", "train", "steam"),
+]
+TIER3_DROPS = [
+        ("scratch", "vocals/come-and-play.mp3"),
+        ("scratch", "music loops/drumset1.mp3"),
+        ("scratch", "electronic/computerbeeps1.wav"),
+        ("scratch", "instruments/trumpet1.wav"),
+        ("scorched3d-data", "none/data/wav/misc/beep.wav"),
+        ("scorched3d-data", "none/data/wav/shield/activate.wav"),
+        ("lugaru-data", "music1grass.ogg"),
+        ("lugaru-data", "rabbitchitter.ogg"),
+        ("lugaru-data", "consolefail.ogg"),
+        ("simutrans-pak64", "click.wav"),
+]
+
 
 def write_sounds(base: Path, names: list[str], seconds: float = 0.5) -> None:
     """One distinct tone per file (distinct bytes, so no file is dropped as a duplicate)."""
