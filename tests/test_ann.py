@@ -3,6 +3,7 @@ precomputed transport potentials against the joint solve (small random galleries
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,19 @@ def test_transport_shortlist_from_the_cosine_ivf() -> None:
     scores, approx = searcher.search(q, 10, "transport")
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
     assert recall >= 0.95 and np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+def test_an_opened_index_written_again_keeps_its_data(tmp_path: Path) -> None:
+    """A memory-mapped IVF written to another folder holds its cells, not a reference to the first file."""
+    emb, q = _unit(3000, 16, 13), _unit(5, 16, 14)
+    data = _data(emb, None)
+    data.folder = tmp_path / "a"
+    write_index(data, {"cosine": build_ivf(data.embeddings, inner_product=True, fp16=False)})
+    opened = load_ann(data.folder)
+    expected = Searcher(data, None, False, 0.1, opened).search(q, 10)[1]
+    data.folder = tmp_path / "b"
+    write_index(data, opened)
+    size = ann_path(data.folder, "cosine").stat().st_size
+    assert size == ann_path(tmp_path / "a", "cosine").stat().st_size
+    shutil.rmtree(tmp_path / "a")
+    assert np.array_equal(Searcher(data, None, False, 0.1, load_ann(data.folder)).search(q, 10)[1], expected)

@@ -312,8 +312,20 @@ def write_index(data: IndexData, ann: dict[str, Any] | None = None) -> None:
 
 
 def _write_faiss(index: Any, path: Path) -> None:
+    """``faiss.write_index``, after copying memory-mapped cells into memory: FAISS writes an index
+    opened with ``IO_FLAG_MMAP`` as a reference to the file it was opened from, not as its data."""
     import faiss
 
+    ivf = faiss.extract_index_ivf(index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    if isinstance(lists, faiss.OnDiskInvertedLists):
+        copy = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+        for cell in range(ivf.nlist):
+            if size := lists.list_size(cell):
+                copy.add_entries(cell, size, lists.get_ids(cell), lists.get_codes(cell))
+        del lists
+        copy.this.disown()  # the index owns it from here on
+        ivf.replace_invlists(copy, True)
     faiss.write_index(index, str(path))
 
 
