@@ -38,7 +38,7 @@ def open_index(model: ATRModel, folder: str | Path) -> Searcher:
     kind = data.header.get("ann", {}).get("type")
     if kind == "ivf":
         ann = load_ann(data.folder)
-    elif kind not in ("ivf", "exact"):  # an HNSW graph of an earlier release: search exactly until rebuilt
+    elif kind != "exact":  # an HNSW graph of an earlier release: search exactly until rebuilt
         logger.warning("index %s has a %s graph, which this release no longer reads: searching exactly; re-run "
                        "`python -m atr_demo index ... --out %s` to build its IVF (embeddings are reused)",
                        folder, kind, folder)

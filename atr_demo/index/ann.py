@@ -13,14 +13,15 @@ inner product; metric, by L2, only when M ≠ I): ``nlist`` k-means cells (a pow
 (``max(32, nlist/32)``, about 3 % of the library at 10⁶ clips). The cells store the rows in the
 index's own precision (fp16 codes for an fp16 index, fp32 otherwise), so the scores FAISS returns
 are the exact scores of the stored rows: cosine mode, and metric mode in its own space, need no
-re-ranking and never read the memory-mapped embeddings. Exact search through the same IVF scans
-every cell (FAISS's SIMD fp16 decoding instead of converting blocks to float32). Below the
-threshold every search is exact.
+re-ranking and never read the memory-mapped embeddings. Exact search in those modes scans every
+cell of the same IVF (FAISS decodes fp16 itself instead of converting blocks to float32). Below
+the threshold every search is exact.
 
 Why IVF rather than HNSW: on 10⁶ synthetic clips with real text queries (a query distribution away
 from the audio rows the graph was built on), HNSW (M 32, efConstruction 80, built in 367 s) gave
 recall@10 0.92 in 4 ms and needed efSearch 2048 (22 ms) for 0.96; IVF 4096 cells trains and fills
-in about 70 s and gives 0.99 at nprobe 128 in about 1 ms (``benchmarks/search_scale.py``).
+in 28 s (133 s under load) and gives recall 0.99–1.0 at nprobe 128 in 2–6 ms
+(``benchmarks/search_scale.py``).
 """
 
 from __future__ import annotations
@@ -180,17 +181,23 @@ class Searcher:
         d2 = (q * q).sum(1, keepdims=True) + sq[None, :] - 2.0 * dots
         return -np.sqrt(np.maximum(d2, 0.0))
 
-    def _raw_from_faiss(self, space: str, mode: str, distances: np.ndarray) -> np.ndarray | None:
-        """The :meth:`_raw` scores from a FAISS search of ``space``, or None where they need the rows.
+    def _faiss_scores(self, space: str, mode: str) -> bool:
+        """Whether a FAISS search of ``space`` gives ``mode``'s :meth:`_raw` scores (:meth:`_raw_from_faiss`).
+
+        Not for metric costs in the cosine space (M = I): they also need ‖x‖², so they are re-ranked
+        from the rows.
+        """
+        return space == "metric" or mode == "cosine" or not self.has_metric
+
+    def _raw_from_faiss(self, space: str, mode: str, distances: np.ndarray) -> np.ndarray:
+        """The :meth:`_raw` scores from a FAISS search's distances (where :meth:`_faiss_scores`).
 
         Inner product (cosine space): ⟨q, x⟩, minus 1 for the cosine cost. Squared L2 (metric space):
-        −√d². Metric costs in the cosine space (M = I) also need ‖x‖², so those are re-ranked from rows.
+        −√d².
         """
         if space == "metric":
             return -np.sqrt(np.maximum(distances, 0.0))
-        if mode == "cosine":
-            return distances
-        return None if self.has_metric else distances - 1.0
+        return distances if mode == "cosine" else distances - 1.0
 
     def _finish(self, raw: np.ndarray, ids: np.ndarray | None, mode: str) -> np.ndarray:
         """Transport: softmax((g − C)/ε) over the scored rows; other modes unchanged."""
@@ -222,11 +229,10 @@ class Searcher:
         self._check(mode)
         q = self._query(queries, mode)
         space = self._space_name(mode)
-        if space in self.ann and mode != "transport":
+        if space in self.ann and mode != "transport" and self._faiss_scores(space, mode):
             dist, ids = self._faiss(space, q, k, self.ann[space].nlist)
-            raw = self._raw_from_faiss(space, mode, dist)
-            if raw is not None and np.all(ids >= 0):
-                return raw.astype(np.float32), ids.astype(np.int64)
+            if np.all(ids >= 0):
+                return self._raw_from_faiss(space, mode, dist).astype(np.float32), ids.astype(np.int64)
         rows = self._space(mode)
         sq = self.squared_norms(rows) if mode != "cosine" and self.has_metric else None
         raw = np.concatenate([self._raw(q, rows[s : s + BLOCK], mode, None if sq is None else sq[s : s + BLOCK])
@@ -247,7 +253,7 @@ class Searcher:
             return self.exact(queries, k, mode)
         q = self._query(queries, mode)
         k = max(1, min(int(k), len(self.data)))
-        direct = self._raw_from_faiss(space, mode, np.zeros(1, np.float32)) is not None
+        direct = self._faiss_scores(space, mode)
         wanted = k if direct and mode != "transport" else \
             max(k, self.transport_candidates if mode == "transport" else self.candidates)
         dist, cand = self._faiss(space, q, wanted, self.probes[space])
@@ -261,10 +267,10 @@ class Searcher:
                 out_i.append(pos[0])
                 continue
             ids, di = ids[keep], di[keep]
-            raw = self._raw_from_faiss(space, mode, di[None, :])
-            if raw is None:
-                order = np.argsort(ids)  # read the rows in file order
-                ids = ids[order]
+            if direct:
+                raw = self._raw_from_faiss(space, mode, di[None, :])
+            else:
+                ids = np.sort(ids)  # read the rows in file order
                 raw = self._raw(qi[None, :], rows[ids], mode)
             scores, pos = _top(self._finish(raw, ids, mode), k)
             out_s.append(scores[0])
