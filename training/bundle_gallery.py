@@ -61,8 +61,8 @@ REDISTRIBUTABLE_LICENCES = frozenset({
 })
 #: Splits whose clips the model saw in training or in model selection (``in_training: true``).
 TRAINING_SPLITS = frozenset({"train", "validation"})
-#: Codecs of the gallery's audio: file suffix and libsndfile subtype.
-CODECS = {"opus": (".opus", "OPUS"), "vorbis": (".ogg", "VORBIS")}
+#: Codecs of the gallery's audio and their file suffixes.
+CODECS = {"opus": ".opus", "vorbis": ".ogg"}
 #: Rate Ogg Opus is written at (its internal rate; 44.1 kHz sources are resampled to it).
 OPUS_RATE = 48_000
 #: libsndfile maps its compression level linearly onto the Opus bitrate: level 0 → 256 kb/s,
@@ -153,7 +153,7 @@ def write_gallery(
     Raises :class:`DataError` when the audio would exceed ``max_bytes`` (nothing is cut silently).
     Audio files in ``out/audio`` that are not part of this gallery are removed.
     """
-    suffix, _ = CODECS[codec]
+    suffix = CODECS[codec]
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     encoding = f"{codec}@{kbps:g}"
@@ -166,17 +166,19 @@ def write_gallery(
         before = previous.get(row["clip_id"], {})
         if (before.get("source_sha256") == source_digest and before.get("encoding") == encoding
                 and before.get("audio") == f"audio/{target.name}" and target.is_file()):
-            data = target.read_bytes()  # same source, same encoding: keep the file byte for byte
+            data = None  # same source, same encoding: the file stays byte for byte
             reused += 1
+            total += target.stat().st_size
         else:
             data = encode_clip(corpus / row["audio"], codec, kbps)
-        total += len(data)
+            total += len(data)
         if total > max_bytes:
             raise DataError(
                 f"the gallery's audio exceeds {max_bytes / 1e6:.1f} MB after {len(entries)} of {len(rows)} clips; "
                 "lower --kbps, raise --max-mb or choose fewer clips (--split, --per-group, --max-clips)"
             )
-        atomic_write_bytes(target, data)
+        if data is not None:
+            atomic_write_bytes(target, data)
         entries.append({
             "audio": f"audio/{target.name}",
             "caption": row["captions"][0],
@@ -209,8 +211,7 @@ def write_gallery(
 def _previous_entries(out: Path) -> dict[str, dict[str, Any]]:
     """The existing ``gallery.jsonl`` of ``out`` by clip id (empty when there is none or it is unreadable)."""
     try:
-        lines = (out / "gallery.jsonl").read_text(encoding="utf-8").splitlines()
-        return {e["clip_id"]: e for e in map(json.loads, filter(None, lines)) if "clip_id" in e}
+        return {e["clip_id"]: e for e in read_manifest(out / "gallery.jsonl") if "clip_id" in e}
     except (OSError, ValueError, TypeError):
         return {}
 
