@@ -199,9 +199,7 @@ def restore_checkpoint(out: Path, config: TrainConfig, model: ATRModel, optimize
     if last is None:
         raise ConfigError(f"--resume: no complete checkpoint in {out / 'last'}")
     saved = json.loads((last / "train_config.json").read_text(encoding="utf-8"))
-    defaults = {k: f.default for k, f in TrainConfig.model_fields.items() if not f.is_required()}
-    changed = sorted(k for k, v in config.to_dict().items()
-                     if saved.get(k, defaults.get(k)) != v and k not in RESUMABLE_CHANGES)
+    changed = [k for k in config.changed_keys(saved) if k not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(f"--resume: the config differs from the checkpoint's in: {', '.join(changed)}")
     state = json.loads((last / "trainer_state.json").read_text(encoding="utf-8"))

@@ -360,6 +360,14 @@ class TrainConfig(ConfigModel):
             return "bf16" if self.amp else "none"
         return self.amp
 
+    def changed_keys(self, saved: dict[str, Any]) -> list[str]:
+        """Keys whose value differs from the config ``saved`` (a ``to_dict()`` written earlier), sorted.
+
+        A key ``saved`` lacks (it was written before the key existed) counts as that key's default.
+        """
+        defaults = {k: f.default for k, f in type(self).model_fields.items() if not f.is_required()}
+        return sorted(k for k, v in self.to_dict().items() if saved.get(k, defaults.get(k)) != v)
+
     def run_model_config(self) -> ModelConfig:
         """The ModelConfig of the run, with loss / metric / ε / s of this config copied in."""
         if isinstance(self.model, str):

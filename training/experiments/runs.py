@@ -134,9 +134,7 @@ def load_result(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
     record = json.loads(result_path.read_text(encoding="utf-8"))
     stored = record.get("config") or {}
     # a key added to TrainConfig since the result was stored counts as its default (as --resume does)
-    defaults = {k: f.default for k, f in TrainConfig.model_fields.items() if not f.is_required()}
-    current = config.to_dict()
-    if set(stored) - set(current) or any(stored.get(k, defaults.get(k)) != v for k, v in current.items()):
+    if set(stored) - set(config.to_dict()) or config.changed_keys(stored):
         logger.info("%s: config changed since the stored result", run_dir)
         return None
     record["skipped"] = True
