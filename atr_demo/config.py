@@ -161,7 +161,8 @@ class BackboneConfig(ConfigModel):
         trainable: whether training updates the backbone (its weights are then stored).
         dim: output width of the tiny kinds (ignored by the others).
         max_length: token limit of text backbones.
-        pooling: ``mean`` | ``max`` over the aiSFX blocks of a clip.
+        pooling: ``mean`` | ``max`` | ``meanmax`` (both, concatenated: 1024-d) over the aiSFX
+            blocks of a clip.
         files: checkpoint sub-folder (``audio_backbone`` / ``text_backbone``) holding a trained
             ``hf_*`` tower's transformers config and tokenizer or feature extractor, written by
             ``save_pretrained``: the tower then loads from the checkpoint alone (``name`` and
@@ -181,7 +182,7 @@ class BackboneConfig(ConfigModel):
     trainable: bool = False
     dim: int = Field(default=32, gt=0)
     max_length: int = Field(default=64, gt=0)
-    pooling: Literal["mean", "max"] = "mean"
+    pooling: Literal["mean", "max", "meanmax"] = "mean"
     files: str | None = None
     source_digest: str | None = None
 

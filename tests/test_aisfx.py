@@ -146,7 +146,7 @@ def test_short_and_long_clips(seconds: float) -> None:
     assert out.shape == (1, 512) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "meanmax"])
 def test_batch_equals_one_by_one(pooling: str) -> None:
     backbone = make_backbone(pooling)
     waves = [noise(s, seed=i) for i, s in enumerate([0.5, 1.2, 4.0])]
@@ -156,9 +156,11 @@ def test_batch_equals_one_by_one(pooling: str) -> None:
         # pooling is the stated reduction of the per-block embeddings
         blocks = backbone.clip_blocks(waves[2])  # 4 s = 173 frames = 3 blocks
         per_block = backbone.cnn(blocks)
-    assert batched.shape == (3, 512)
+    assert batched.shape == (3, backbone.output_dim)
+    assert backbone.output_dim == (1024 if pooling == "meanmax" else 512)
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
-    expected = per_block.mean(0) if pooling == "mean" else per_block.amax(0)
+    expected = {"mean": per_block.mean(0), "max": per_block.amax(0),
+                "meanmax": torch.cat([per_block.mean(0), per_block.amax(0)])}[pooling]
     assert blocks.shape[0] == 3
     torch.testing.assert_close(batched[2], expected, rtol=1e-5, atol=1e-5)
 

@@ -18,10 +18,11 @@ from atr_demo.audio import LogMelFrontend
 from atr_demo.decoding import audio_duration, decode_audio, decode_window
 from atr_demo.errors import AudioDecodeError, ConfigError
 from atr_demo.model import create_model
+from atr_demo.zeroshot import ESC50_SOUND_DESCRIPTIONS
 
 from training.batching import caption_key, group_batches_reference
 from training.config import TrainConfig
-from training.datasets import language_captions
+from training.datasets import label_captions, language_captions
 from training.pipeline import (
     ClipAudioDataset,
     ClipLoader,
@@ -36,7 +37,7 @@ from training.pipeline import (
     mixup,
     spec_augmented,
 )
-from training.prepare import prepare_data
+from training.prepare import caption_texts, prepare_data
 from training.train import epoch_batches, language_keys, train
 
 #: (file, seconds, rate, captions): wav/flac/ogg through libsndfile, mp3 through FFmpeg; 44.1 kHz
@@ -349,3 +350,25 @@ def test_dataset_weights_shape_each_epoch(corpus: Path, tmp_path: Path) -> None:
         assert len(pairs) >= 18 and 2 <= from_other <= 4  # 20 items per epoch: 16 + 4
     unweighted = config_for(corpus, data=[str(corpus), str(other)], batch_size=2)
     assert sum(c.clip_id.startswith("o") for b in compose_epoch(clips, unweighted, 1) for c, _ in b) >= 9
+
+
+def test_label_captions_stand_in_for_the_captions_of_labelled_clips(corpus: Path) -> None:
+    base = config_for(corpus, batch_size=3)
+    clips = [replace(c, esc50="dog") if i % 2 == 0 else c for i, c in enumerate(prepare_data(base).train)]
+    dog = set(ESC50_SOUND_DESCRIPTIONS["dog"])
+
+    def pairs(config: TrainConfig, epoch: int) -> list[tuple[str, str]]:
+        return [(c.clip_id, t) for b in compose_epoch(clips, config, epoch) for c, t in b]
+
+    labelled = {c.clip_id for c in clips if c.esc50}
+    own = {c.clip_id: set(c.captions) for c in clips}
+    assert all(t in own[i] for i, t in pairs(base, 1))  # off by default: the clips' own captions
+    always = pairs(config_for(corpus, batch_size=3, label_captions=1.0), 1)
+    assert always and all((t in dog) if i in labelled else (t in own[i]) for i, t in always)
+    half = [p for e in (1, 2, 3) for p in pairs(config_for(corpus, batch_size=3, label_captions=0.5), e)]
+    assert {t in dog for i, t in half if i in labelled} == {True, False}
+    # the texts whose features a cached run reads include them only when asked
+    assert dog <= set(caption_texts(clips, (), with_labels=True)) and not dog & set(caption_texts(clips, ()))
+    # a mixture's caption names both sources: it keeps it
+    mixture = replace(clips[0], mix_of=(clips[0], clips[1]))
+    assert label_captions(clips[0]) == ESC50_SOUND_DESCRIPTIONS["dog"] and label_captions(mixture) == ()

@@ -154,6 +154,10 @@ class TrainConfig(ConfigModel):
             ``block_mask_width`` map positions, and channel dropout (:mod:`training.block_cache`).
         init_from: a saved model folder (``out/best`` of another run) whose weights start this run
             (warm start, e.g. linear probe then fine-tune); the optimiser starts fresh.
+        label_captions: probability in [0, 1] that a training pair of a clip with an ESC-50 label
+            takes one of its class's sound descriptions (:func:`training.prepare.label_captions`) as
+            its caption instead of one of the clip's own (keyword-to-caption augmentation, as in
+            LAION-CLAP; 0: off). Zero-shot on those classes is then supervised, not zero-shot.
         noise_fraction: fraction in [0, 1] of training pairs whose captions are shuffled (noise
             experiments; with cached mixtures, the pool counts as training pairs).
         cv_folds, cv_fold: with ``cv_folds`` ≥ 3, ignore the data's splits and use fold
@@ -228,6 +232,7 @@ class TrainConfig(ConfigModel):
     block_mask_width: int = Field(default=2, ge=1)
     block_channel_dropout: float = Field(default=0.0, ge=0, lt=1)
     init_from: str | None = None
+    label_captions: float = Field(default=0.0, ge=0, le=1)
     noise_fraction: float = Field(default=0.0, ge=0, le=1)
     cv_folds: int = 0
     cv_fold: int = 0

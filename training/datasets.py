@@ -34,6 +34,7 @@ import torch
 from atr_demo.audio import load_audio
 from atr_demo.errors import ConfigError, DataError
 from atr_demo.fileio import AUDIO_EXTENSIONS  # noqa: F401 - re-exported: one list of audio suffixes
+from atr_demo.zeroshot import ESC50_SOUND_DESCRIPTIONS
 
 from training.analysis.leakage import classes_in_captions
 from training.formats.audiocaps import AUDIOCAPS_SPLITS, load_audiocaps
@@ -68,6 +69,13 @@ def language_captions(clip: Clip, lang: str, default_lang: str = "en") -> list[s
     if lang in clip.captions_by_lang:
         return clip.captions_by_lang[lang]
     return list(clip.captions) if lang == default_lang else []
+
+
+def label_captions(clip: Clip) -> tuple[str, ...]:
+    """The sound descriptions of a clip's ESC-50 class (:data:`atr_demo.zeroshot.ESC50_SOUND_DESCRIPTIONS`),
+    the captions ``label_captions`` training may use in place of the clip's own; () without a label
+    and for a mixture (its caption names both sources)."""
+    return ESC50_SOUND_DESCRIPTIONS.get(clip.esc50, ()) if clip.esc50 and not clip.mix_of else ()
 
 
 def _lang_captions_of(row: dict, where: str) -> dict[str, list[str]]:

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         clips = data.train + data.mixture_pool + data.validation + data.test
         feats, ok = audio_features(model, clips, config.features_cache, config.feature_batch_size,
                                    config.max_duration_s, progress=config.progress)
-        texts = caption_texts(clips, config.languages)
+        texts = caption_texts(clips, config.languages, with_labels=config.label_captions > 0)
         text_features(model, texts, config.features_cache, progress=config.progress)
         if config.finetune_blocks:
             ordered = data.train + data.validation + data.test + data.mixture_pool  # the real clips first

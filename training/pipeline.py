@@ -57,7 +57,7 @@ from atr_demo.errors import ATRError, AudioDecodeError, ConfigError
 
 from training.batching import caption_key, group_batches
 from training.config import TrainConfig
-from training.datasets import Clip, language_captions, mix_waveforms
+from training.datasets import Clip, label_captions, language_captions, mix_waveforms
 from training.sampling import data_weights, epoch_items
 
 
@@ -101,6 +101,9 @@ def compose_epoch(clips: Sequence[Clip], config: TrainConfig, epoch: int) -> lis
         pairs = [(c, t) for c in clips for t in anchor_captions(c)]
     else:
         pairs = [(c, rng.choice(anchor_captions(c))) for c in clips]
+    if config.label_captions > 0:  # draws only when on: runs without it keep their batches
+        pairs = [(c, rng.choice(label_captions(c))) if label_captions(c) and rng.random() < config.label_captions
+                 else (c, t) for c, t in pairs]
     weights = data_weights(config.data)
     if weights is not None:
         keys_of = [c.dataset or (c.mix_of[0].dataset if c.mix_of else "") for c, _ in pairs]

@@ -22,6 +22,7 @@ from training.datasets import (
     cv_split,
     drop_classes,
     filter_packages,
+    label_captions,
     language_captions,
     load_dataset,
     split_clips,
@@ -112,7 +113,11 @@ def clip_captions(clip: Clip, languages: Sequence[str]) -> list[str]:
     return [t for lang in languages for t in language_captions(clip, lang)]
 
 
-def caption_texts(clips: Sequence[Clip], languages: Sequence[str]) -> list[str]:
-    """The distinct captions of ``clips`` (:func:`clip_captions`, every language), sorted: the
-    texts whose backbone features a run reads."""
-    return sorted({t for c in clips for t in clip_captions(c, languages)})
+def caption_texts(clips: Sequence[Clip], languages: Sequence[str], with_labels: bool = False) -> list[str]:
+    """The distinct captions of ``clips`` (:func:`clip_captions`, every language; with
+    ``with_labels`` also their :func:`label_captions`), sorted: the texts whose backbone features a
+    run reads."""
+    texts = {t for c in clips for t in clip_captions(c, languages)}
+    if with_labels:
+        texts |= {t for c in clips for t in label_captions(c)}
+    return sorted(texts)

@@ -118,7 +118,7 @@ class FeatureSource:
             self.audio_table = feats.to(device)
             self.audio_rows = {clips[i].clip_id: row for row, i in enumerate(ok)}
         if self.cached:
-            texts = caption_texts(clips, config.languages)
+            texts = caption_texts(clips, config.languages, with_labels=config.label_captions > 0)
             self.text_table = text_features(model, texts, config.features_cache, progress=config.progress).to(device)
             self.text_rows = {t: i for i, t in enumerate(texts)}
 
