@@ -31,6 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "k-NN graph similarity and linear CKA of a checkpoint's audio and text spaces (or two checkpoints)",
     ),
     "experiments": ("training.experiments", "run an experiment suite over seeds (its --help lists them), write tables"),
+    "compare-suites": (
+        "training.experiments.compare", "rows of several suite results side by side, with paired gains over the first"
+    ),
     "push": ("training.push", "write the model card and upload a checkpoint folder to the Hugging Face Hub"),
 }
 

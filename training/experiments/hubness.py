@@ -311,6 +311,9 @@ def _wins(delta: Sequence[float] | None, *stds: float) -> str:
     return f"**{text}**" if strict else text
 
 
+PROBE_TOP1, PROBE_TOP5 = "probe/all.top1", "probe/all.top5"
+
+
 def render_hubness(payload: dict[str, Any]) -> list[str]:
     """Retrieval per scoring, paired gains over cosine, zero-shot per prompt set × scoring, β chosen."""
     summary = next(iter(payload["summary"].values()))
@@ -369,6 +372,11 @@ def render_hubness(payload: dict[str, Any]) -> list[str]:
               "run's training captions do not name (`training.analysis.leakage`): the gains above are on seen "
               "classes; the per-run seen/unseen split of every variant is in the JSON (`var/zeroshot.*.unseen.*`).",
               ""]
+    if m.get(PROBE_TOP1):
+        lines += ["A supervised reference, not zero-shot: a linear probe (multinomial logistic regression on the "
+                  "frozen audio-backbone features, fitted on the labelled clips of the packages the run trained "
+                  f"on; `training.analysis.leakage`) scores top-1 {_fmt(m.get(PROBE_TOP1))} and top-5 "
+                  f"{_fmt(m.get(PROBE_TOP5))} on the same held-out clips.", ""]
     rows = []
     for a in payload["aggregates"].values():
         am = a["metrics"]
