@@ -140,8 +140,9 @@ def compare(rows: Sequence[Row]) -> list[str]:
     return ([markdown_table(head, body), "",
              "Mean over held-out packages per seed, then mean ± sample std over seeds; Δ: paired with the "
              "first row (per seed, mean over the packages both evaluated of row − first row), mean ± std over "
-             "seeds. ZS: 50-way ESC-50 zero-shot with the default prompts; linear probe: the supervised "
-             "reference on frozen audio features (not zero-shot). Rows:", ""] + sources)
+             "seeds. ZS: 50-way ESC-50 zero-shot with the default prompts; linear probe: a supervised "
+             "reference, not zero-shot (logistic regression on the run's audio-backbone features, fine-tuned "
+             "where the row fine-tunes, fitted on the training packages' labelled clips). Rows:", ""] + sources)
 
 
 def main(argv: list[str] | None = None) -> int:
