@@ -204,7 +204,7 @@ def test_render_option_rewrites_the_markdown_from_the_json(tmp_path: Path, capsy
 
 def test_only_held_out_suites_take_packages() -> None:
     for name, suite in exp.SUITES.items():
-        if name in ("lopo", "levers", "hubness", "finetune"):
+        if name in ("lopo", "levers", "hubness", "finetune", "finetune2"):
             assert {s.group for s in suite.rows(["pkgA", "pkgB"])} == {"pkgA", "pkgB"}
             assert {s.group for s in suite.rows()} == set(exp.LOPO_PACKAGES)
             assert all(s.eval_packages == [s.group] and s.overrides["exclude_packages"] == [s.group]
@@ -222,7 +222,7 @@ def test_packages_with_a_suite_without_package_axis_is_a_cli_error(tmp_path: Pat
     base = tmp_path / "base.json"
     base.write_text(json.dumps({"data": [str(tmp_path)], "model": "tiny"}))
     assert exp.main(["--suite", "main", "--base", str(base), "--packages", "pkgA", "--out", str(tmp_path / "x")]) == 1
-    assert "no package axis; --packages applies to finetune, hubness, levers, lopo only" in caplog.text
+    assert "no package axis; --packages applies to finetune, finetune2, hubness, levers, lopo only" in caplog.text
     assert not (tmp_path / "x").exists()
 
 

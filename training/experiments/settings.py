@@ -162,17 +162,20 @@ FINETUNE_TOP1: dict[str, Any] = {"finetune_blocks": 1, "epochs": 3, "lr": 1e-4, 
 FINETUNE_CONTROL: dict[str, Any] = {"epochs": 3, "lr": 1e-4, "mixtures": 0}
 
 
-def suite_finetune(packages: Sequence[str]) -> list[Setting]:
+def suite_finetune(packages: Sequence[str], blocks: int = 1) -> list[Setting]:
     """Per held-out package: the levers' m-LTM ε=0.1 + prompt ensemble on frozen features; the same run
-    continued with the top aiSFX conv block fine-tuned on cached block activations (linear probe, then
-    fine-tune); and, as a control, continued as long with the heads alone (what the extra epochs do)."""
+    continued with the top ``blocks`` aiSFX conv blocks fine-tuned on cached block activations (linear
+    probe, then fine-tune); and, as a control, continued as long with the heads alone (what the extra
+    epochs do)."""
     name = "mltm-eps0.1-prompts"
     label, ov = LEVERS[name]
+    what, tag = ("top conv block", "topblock") if blocks == 1 else (f"top {blocks} conv blocks", f"top{blocks}blocks")
     rows = []
     for pkg in packages:
         frozen = Setting(f"{pkg}-{name}", label, {**ov, "exclude_packages": [pkg]}, pkg, "all", [pkg])
-        tuned = Setting(f"{pkg}-topblock-ft", f"{label}, top conv block fine-tuned",
-                        {**ov, **FINETUNE_TOP1, "exclude_packages": [pkg]}, pkg, "all", [pkg], init_from=frozen.name)
+        tuned = Setting(f"{pkg}-{tag}-ft", f"{label}, {what} fine-tuned",
+                        {**ov, **FINETUNE_TOP1, "finetune_blocks": blocks, "exclude_packages": [pkg]}, pkg, "all",
+                        [pkg], init_from=frozen.name)
         control = Setting(f"{pkg}-heads-continued", f"{label}, heads continued (control)",
                           {**ov, **FINETUNE_CONTROL, "exclude_packages": [pkg]}, pkg, "all", [pkg],
                           init_from=frozen.name)

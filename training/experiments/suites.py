@@ -4,6 +4,7 @@ that runs one: :func:`run_suite`, :func:`render`, :func:`main`."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import shlex
@@ -136,6 +137,13 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
                     "package and seed (training/block_cache.py; block cache: python -m training features --config "
                     "BASE --set finetune_blocks=1).",
           render=tables.render_held_out, summarise=per_method_summary, package_settings=st.suite_finetune),
+    Suite(name="finetune2",
+          about="the finetune suite with the top two aiSFX conv blocks fine-tuned (blocks 3 and 4)",
+          eval_note=HELD_OUT_NOTE + " The fine-tuned row starts from the frozen row's best checkpoint of the same "
+                    "package and seed (training/block_cache.py; block cache: python -m training features --config "
+                    "BASE --set finetune_blocks=2).",
+          render=tables.render_held_out, summarise=per_method_summary,
+          package_settings=functools.partial(st.suite_finetune, blocks=2)),
     Suite(name="tune", about="base-config variants (lr, epochs, head, batch size) scored on the validation split",
           eval_note="VALIDATION split (used to choose the base config; never the test split).",
           render=tables.render_settings, settings=st.suite_tune),
