@@ -3,6 +3,7 @@ the shipped gallery embeddings, and the session library kept in the browser. Tin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import soundfile as sf
 import torch
 
 from atr_demo import confidence, ui
-from atr_demo.gallery import index_gallery, model_fingerprint, shipped_embeddings_path
+from atr_demo.gallery import Gallery, index_gallery, model_fingerprint, shipped_embeddings_path
 from atr_demo.model import load_model
 from atr_demo.ui import callbacks, library, render, views
+from atr_demo.ui.layout import FALLBACK_EXAMPLES, example_queries, labelled_captions
 
 from tests.helpers import write_tone
 from tests.test_app_callbacks import TONES, make_gallery
@@ -196,3 +198,23 @@ def test_library_from_browser_trusts_nothing(state: ui.AppState, tmp_path: Path,
     assert [Path(f).name for f in gallery.files] == ["a.wav"] and "4 damaged" in note
     assert library.from_browser(state, {**record, "model": "other"})[0] is None
     assert library.from_browser(state, None) == (None, "")
+
+
+def test_example_queries_prefer_everyday_sounds(state: ui.AppState) -> None:
+    rows = [{"caption": f"game sound {i}"} for i in range(30)]
+    rows += [{"captions": [f"a {k} sound", "other"], "esc50": k} for k in ("dog", "rain", "cat", "dog", "frog",
+                                                                             "siren", "clapping", "wind")]
+    gallery = Gallery(files=[Path(f"{i}.wav") for i in range(len(rows))], embeddings=torch.zeros(len(rows), 2),
+                      metadata=rows)
+    assert labelled_captions(gallery) == ["a cat sound", "a clapping sound", "a dog sound", "a frog sound",
+                                          "a rain sound", "a siren sound", "a wind sound"]
+    everyday = example_queries(replace_gallery(state, gallery))
+    assert len(everyday) == 6 and all(q.startswith("a ") for q in everyday)
+    few = Gallery(files=gallery.files[:32], embeddings=gallery.embeddings[:32], metadata=rows[:32])
+    assert all(q.startswith("game sound") for q in example_queries(replace_gallery(state, few)))  # < 6 classes
+    none = Gallery(files=[], embeddings=torch.zeros(0, 2), metadata=[])
+    assert example_queries(replace_gallery(state, none)) == list(FALLBACK_EXAMPLES)
+
+
+def replace_gallery(state: ui.AppState, gallery: Gallery) -> ui.AppState:
+    return dataclasses.replace(state, gallery=gallery)

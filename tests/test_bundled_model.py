@@ -11,6 +11,7 @@ import torch
 from atr_demo.gallery import index_gallery
 from atr_demo.model import bundled_model_dir, create_model, load_model, tiny_config
 from atr_demo.search import label_clips, search_text
+from atr_demo.ui.layout import labelled_captions
 from atr_demo.zeroshot import ESC50_CLASSES, embed_labels
 
 from tests.helpers import write_tone
@@ -48,6 +49,10 @@ def test_bundled_gallery_is_searchable(bundled, tmp_path: Path) -> None:
     assert all(isinstance(r["in_training"], bool) for r in rows) and not all(r["in_training"] for r in rows)
     gallery = index_gallery(bundled, gallery_dir, cache_dir=tmp_path, progress=False)
     assert len(gallery) == len(rows) and not gallery.skipped
+    # the page's examples are everyday sounds: one caption per ESC-50 class the gallery holds
+    labelled = labelled_captions(gallery)
+    assert len(labelled) == len({r["esc50"] for r in rows if r["esc50"]}) >= 40
+    assert set(labelled) <= {r["caption"] for r in rows if r["esc50"]}
     # a caption of the gallery should find its own clip near the top more often than chance
     hits = 0
     sample = rows[:: max(1, len(rows) // 20)]

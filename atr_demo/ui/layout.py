@@ -20,6 +20,7 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from atr_demo.gallery import Gallery
 from atr_demo.index.view import IndexGallery
 from atr_demo.ui import views
 from atr_demo.ui.callbacks import (
@@ -61,9 +62,27 @@ CSS = """
 LIBRARY_KEY = "atr-demo-library"
 
 
+def labelled_captions(gallery: Gallery) -> list[str]:
+    """The first caption of the first clip of each ESC-50 class the gallery's clips are labelled with
+    (``esc50`` in their metadata, as the bundled gallery's are), in class-name order: everyday sounds.
+    [] for an index gallery (its metadata is not read into memory for this)."""
+    if isinstance(gallery, IndexGallery):
+        return []
+    by_label: dict[str, str] = {}
+    for meta in gallery.metadata:
+        label, caption = meta.get("esc50"), next(iter(meta.get("captions") or [meta.get("caption")]), None)
+        if label and caption and label not in by_label:
+            by_label[str(label)] = str(caption)
+    return [by_label[label] for label in sorted(by_label)]
+
+
 def example_queries(state: AppState, n: int = 6) -> list[str]:
-    """Example queries: a spread of the gallery's captions, or generic ones."""
-    captions = state.gallery.captions()
+    """Example queries: captions of everyday sounds spread over the ESC-50 classes the gallery holds
+    (:func:`labelled_captions`) when it has at least ``n`` of them, else a spread of all its
+    captions, or generic ones for a gallery with fewer than three captions."""
+    captions = labelled_captions(state.gallery)
+    if len(captions) < n:
+        captions = state.gallery.captions()
     if len(captions) < 3:
         return list(FALLBACK_EXAMPLES[:n])
     step = max(1, len(captions) // n)
