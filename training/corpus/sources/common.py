@@ -9,17 +9,18 @@ from pathlib import Path
 from training.corpus.captions import CaptionRule, load_rules, match
 from training.corpus.clip import Dropped, SourceClip
 from training.corpus.grouping import default_group
+from training.corpus.sources import Source
 
 log = logging.getLogger(__name__)
 
 SOUND_SUFFIXES: frozenset[str] = frozenset({".ogg", ".wav", ".flac"})
 
 
-def sound_files(base: Path) -> list[Path]:
-    """All sound files under ``base``, sorted (so every run sees the same order)."""
+def sound_files(base: Path, suffixes: frozenset[str] = SOUND_SUFFIXES) -> list[Path]:
+    """All sound files under ``base`` (by suffix, ``suffixes``), sorted (so every run sees the same order)."""
     if not base.is_dir():
         return []
-    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in SOUND_SUFFIXES)
+    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
 def clip_from_rules(
@@ -92,18 +93,28 @@ def tree_parser(
     licence: str,
     author: str | None = None,
     skip: Callable[[str], bool] | None = None,
+    suffixes: frozenset[str] = SOUND_SUFFIXES,
 ) -> Callable[[Path], Iterator[SourceClip | Dropped]]:
     """A parser for packages whose sounds are plain files captioned by their path.
 
-    ``skip(relative)`` leaves a file out silently (e.g. music folders).
+    ``skip(relative)`` leaves a file out silently (e.g. music folders); ``suffixes``: the file
+    suffixes that are sounds (:func:`sound_files`).
     """
 
     def parse(root: Path) -> Iterator[SourceClip | Dropped]:
         rules = load_rules(package)
         files = [
-            p for p in sound_files(root / sound_dir)
+            p for p in sound_files(root / sound_dir, suffixes)
             if skip is None or not skip(p.relative_to(root / sound_dir).as_posix())
         ]
         yield from clips_from_tree(package, root, sound_dir, rules, licence, author, files)
 
     return parse
+
+
+def tree_source(package: str, tier: int, sound_dir: str, licence: str, author: str | None = None,
+                patterns: tuple[str, ...] = ("*",), suffixes: frozenset[str] = SOUND_SUFFIXES) -> Source:
+    """The :class:`Source` of a package whose sounds are plain files under ``sound_dir``, captioned by
+    their path (:func:`tree_parser`); ``patterns`` are tar wildcards relative to ``sound_dir``."""
+    return Source(package=package, tier=tier, patterns=tuple(f"./{sound_dir}/{p}" for p in patterns),
+                  parse=tree_parser(package, sound_dir, licence, author, suffixes=suffixes), licence=licence)

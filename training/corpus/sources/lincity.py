@@ -5,17 +5,10 @@ building names to captions by hand and drops the ones whose sound is not clear.
 
 from __future__ import annotations
 
-from training.corpus.sources import Source
-from training.corpus.sources.common import tree_parser
+from training.corpus.sources.common import tree_source
 
 PACKAGE = "lincity-ng-data"
 SOUND_DIR = "usr/share/games/lincity-ng/sounds"
 LICENCE = "GPL-2+"
 
-SOURCE = Source(
-    package=PACKAGE,
-    tier=2,
-    patterns=(f"./{SOUND_DIR}/*",),
-    parse=tree_parser(PACKAGE, SOUND_DIR, LICENCE),
-    licence=LICENCE,
-)
+SOURCE = tree_source(PACKAGE, 2, SOUND_DIR, LICENCE)

@@ -8,18 +8,11 @@ Licence: CC-BY-SA-3.0 (Debian copyright: ``Data/*`` © 2003, 2010 Wolfire Games)
 
 from __future__ import annotations
 
-from training.corpus.sources import Source
-from training.corpus.sources.common import tree_parser
+from training.corpus.sources.common import tree_source
 
 PACKAGE = "lugaru-data"
 SOUND_DIR = "usr/share/games/lugaru/Sounds"
 LICENCE = "CC-BY-SA-3.0"
 AUTHOR = "Wolfire Games"
 
-SOURCE = Source(
-    package=PACKAGE,
-    tier=3,
-    patterns=(f"./{SOUND_DIR}/*",),
-    parse=tree_parser(PACKAGE, SOUND_DIR, LICENCE, AUTHOR),
-    licence=LICENCE,
-)
+SOURCE = tree_source(PACKAGE, 3, SOUND_DIR, LICENCE, AUTHOR)

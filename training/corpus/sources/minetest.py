@@ -6,17 +6,11 @@ Licence: CC-BY-SA-3.0 (the mods' README files credit individual sounds; some CC-
 
 from __future__ import annotations
 
-from training.corpus.sources import Source
-from training.corpus.sources.common import tree_parser
+from training.corpus.sources.common import tree_source
 
 PACKAGE = "minetest-data"
 SOUND_DIR = "usr/share/games/minetest/games/minetest_game/mods"
 LICENCE = "CC-BY-SA-3.0"
 
-SOURCE = Source(
-    package=PACKAGE,
-    tier=2,
-    patterns=(f"./{SOUND_DIR}/*/sounds/*.ogg", f"./{SOUND_DIR}/*/README*", f"./{SOUND_DIR}/*/license*"),
-    parse=tree_parser(PACKAGE, SOUND_DIR, LICENCE, "Minetest Game contributors"),
-    licence=LICENCE,
-)
+SOURCE = tree_source(PACKAGE, 2, SOUND_DIR, LICENCE, "Minetest Game contributors",
+                     patterns=("*/sounds/*.ogg", "*/README*", "*/license*"))

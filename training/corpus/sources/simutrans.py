@@ -8,18 +8,11 @@ Licence: Artistic-1.0 (Debian copyright: © 1997-2004 Hansjoerg Malthaner).
 
 from __future__ import annotations
 
-from training.corpus.sources import Source
-from training.corpus.sources.common import tree_parser
+from training.corpus.sources.common import tree_source
 
 PACKAGE = "simutrans-pak64"
 SOUND_DIR = "usr/share/games/simutrans/pak/sound"
 LICENCE = "Artistic-1.0"
 AUTHOR = "Hansjoerg Malthaner (Simutrans pak64)"
 
-SOURCE = Source(
-    package=PACKAGE,
-    tier=3,
-    patterns=(f"./{SOUND_DIR}/*",),
-    parse=tree_parser(PACKAGE, SOUND_DIR, LICENCE, AUTHOR),
-    licence=LICENCE,
-)
+SOURCE = tree_source(PACKAGE, 3, SOUND_DIR, LICENCE, AUTHOR)

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from training.corpus.sources import Source
-from training.corpus.sources.common import tree_parser
+from training.corpus.sources.common import tree_source
 
 PACKAGE = "torcs-data"
 SOUND_DIR = "usr/share/games/torcs/data/sound"
 LICENCE = "GPL-2+"
 
-SOURCE = Source(
-    package=PACKAGE,
-    tier=2,
-    patterns=(f"./{SOUND_DIR}/*",),
-    parse=tree_parser(PACKAGE, SOUND_DIR, LICENCE),
-    licence=LICENCE,
-)
+SOURCE = tree_source(PACKAGE, 2, SOUND_DIR, LICENCE)

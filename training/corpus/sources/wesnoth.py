@@ -5,17 +5,10 @@ The interface sounds of ``sounds/`` are not extracted.
 
 from __future__ import annotations
 
-from training.corpus.sources import Source
-from training.corpus.sources.common import tree_parser
+from training.corpus.sources.common import tree_source
 
 PACKAGE = "wesnoth-1.16-data"
 SOUND_DIR = "usr/share/games/wesnoth/1.16/data/core/sounds"
 LICENCE = "GPL-2+"
 
-SOURCE = Source(
-    package=PACKAGE,
-    tier=2,
-    patterns=(f"./{SOUND_DIR}/*",),
-    parse=tree_parser(PACKAGE, SOUND_DIR, LICENCE, "Battle for Wesnoth contributors"),
-    licence=LICENCE,
-)
+SOURCE = tree_source(PACKAGE, 2, SOUND_DIR, LICENCE, "Battle for Wesnoth contributors")
