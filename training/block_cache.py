@@ -245,7 +245,7 @@ class TopBlockFeatures:
     (:func:`augment_maps`, draws seeded by (seed, the batch's clip ids): the same batch gets the
     same draws after a resumption) and the top blocks run with autograd; otherwise every block of
     every clip runs, in chunks, as the full network would (equal up to the float16 storage of
-    the maps). Returns (n, 512) clip features on the model's device.
+    the maps). Returns (n, D) clip features (D: the backbone's output_dim) on the model's device.
     """
 
     def __init__(self, model: ATRModel, config: TrainConfig, clips: Sequence[Clip], keys: Sequence[str],
@@ -269,7 +269,7 @@ class TopBlockFeatures:
 
 
 def top_features(model: ATRModel, maps: Sequence[Tensor], top_blocks: int, chunk: int | None = None) -> Tensor:
-    """Per-clip maps [(n_blocks_i, C, T', F')] → clip features (n, 512): the top ``top_blocks``
+    """Per-clip maps [(n_blocks_i, C, T', F')] → clip features (n, output_dim): the top ``top_blocks``
     conv blocks, the CNN's pooling per block, then the backbone's pooling over each clip's blocks
     (:func:`atr_demo.backbones.aisfx.segment_pool`). ``chunk``: blocks per forward (None: one)."""
     backbone = aisfx_backbone(model)

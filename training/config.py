@@ -155,7 +155,7 @@ class TrainConfig(ConfigModel):
         init_from: a saved model folder (``out/best`` of another run) whose weights start this run
             (warm start, e.g. linear probe then fine-tune); the optimiser starts fresh.
         label_captions: probability in [0, 1] that a training pair of a clip with an ESC-50 label
-            takes one of its class's sound descriptions (:func:`training.prepare.label_captions`) as
+            takes one of its class's sound descriptions (:func:`training.datasets.label_captions`) as
             its caption instead of one of the clip's own (keyword-to-caption augmentation, as in
             LAION-CLAP; 0: off). Zero-shot on those classes is then supervised, not zero-shot.
         noise_fraction: fraction in [0, 1] of training pairs whose captions are shuffled (noise

@@ -102,7 +102,7 @@ def compose_epoch(clips: Sequence[Clip], config: TrainConfig, epoch: int) -> lis
     else:
         pairs = [(c, rng.choice(anchor_captions(c))) for c in clips]
     if config.label_captions > 0:  # draws only when on: runs without it keep their batches
-        pairs = [(c, rng.choice(label_captions(c))) if label_captions(c) and rng.random() < config.label_captions
+        pairs = [(c, rng.choice(labels)) if (labels := label_captions(c)) and rng.random() < config.label_captions
                  else (c, t) for c, t in pairs]
     weights = data_weights(config.data)
     if weights is not None:

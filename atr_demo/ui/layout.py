@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
-from atr_demo.gallery import Gallery
+from atr_demo.gallery import Gallery, clip_captions
 from atr_demo.index.view import IndexGallery
 from atr_demo.ui import views
 from atr_demo.ui.callbacks import (
@@ -70,9 +70,9 @@ def labelled_captions(gallery: Gallery) -> list[str]:
         return []
     by_label: dict[str, str] = {}
     for meta in gallery.metadata:
-        label, caption = meta.get("esc50"), next(iter(meta.get("captions") or [meta.get("caption")]), None)
-        if label and caption and label not in by_label:
-            by_label[str(label)] = str(caption)
+        label, captions = meta.get("esc50"), clip_captions(meta)
+        if label and captions and label not in by_label:
+            by_label[str(label)] = captions[0]
     return [by_label[label] for label in sorted(by_label)]
 
 

@@ -57,25 +57,25 @@ def choose_on_validation(agg: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {f"{g}|{f}": name for (g, f), name in best.items()}
 
 
+def seed_means(records: Sequence[dict[str, Any]], key: str) -> list[float]:
+    """Per seed (in seed order), the mean of metric ``key`` over that seed's runs that have it (over
+    the held-out packages, in a leave-one-package-out suite); seeds with none are left out."""
+    by_seed: dict[int, list[float]] = {}
+    for r in records:
+        if key in r["metrics"]:
+            by_seed.setdefault(int(r["seed"]), []).append(r["metrics"][key])
+    return [float(np.mean(by_seed[seed])) for seed in sorted(by_seed)]
+
+
 def lopo_summary(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per method (row label): for each seed the mean over held-out packages, then mean ± std over
     seeds. Zero-shot means are over the packages that have ESC-50-labelled clips."""
-    by_label: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    by_label: dict[str, list[dict[str, Any]]] = {}
     for r in records:
-        by_label.setdefault(r["label"], {}).setdefault(r["seed"], []).append(r)
-    out: dict[str, dict[str, Any]] = {}
-    for label, seeds in by_label.items():
-        metrics = {}
-        for key in keys:
-            per_seed = []
-            for runs in seeds.values():
-                vals = [r["metrics"][key] for r in runs if key in r["metrics"]]
-                if vals:
-                    per_seed.append(float(np.mean(vals)))
-            metrics[key] = list(mean_std(per_seed))
-        packages = sorted({r["group"] for runs in seeds.values() for r in runs})
-        out[label] = {"metrics": metrics, "n_seeds": len(seeds), "packages": packages}
-    return out
+        by_label.setdefault(r["label"], []).append(r)
+    return {label: {"metrics": {key: list(mean_std(seed_means(runs, key))) for key in keys},
+                    "n_seeds": len({r["seed"] for r in runs}), "packages": sorted({r["group"] for r in runs})}
+            for label, runs in by_label.items()}
 
 
 def correlations(records: Sequence[dict[str, Any]], leave_out: Sequence[str] = ()) -> list[dict[str, Any]]:

@@ -27,37 +27,47 @@ from typing import Any
 
 from atr_demo.errors import ConfigError
 
+from training.experiments import metrics as mk
 from training.experiments.aggregate import mean_std
+from training.experiments.aggregate import seed_means as per_seed_means
 from training.experiments.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
 #: (column title, flat metric key) of the comparison table.
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("T→A R@5 cosine", "cosine/t2a.R@5"),
-    ("T→A R@5 transport", "transport/t2a.R@5"),
-    ("T→A mAP@10 cosine", "cosine/t2a.mAP@10"),
-    ("A→T R@5 cosine", "cosine/a2t.R@5"),
-    ("ZS top-1", "cosine/zs.top1"),
-    ("ZS top-5", "cosine/zs.top5"),
-    ("linear probe top-1", "probe/all.top1"),
+    ("T→A R@5 cosine", mk.scored("cosine", mk.metric(mk.T2A, mk.R5))),
+    ("T→A R@5 transport", mk.scored("transport", mk.metric(mk.T2A, mk.R5))),
+    ("T→A mAP@10 cosine", mk.scored("cosine", mk.metric(mk.T2A, mk.MAP10))),
+    ("A→T R@5 cosine", mk.scored("cosine", mk.metric(mk.A2T, mk.R5))),
+    ("ZS top-1", mk.scored("cosine", mk.metric(mk.ZS, mk.TOP1))),
+    ("ZS top-5", mk.scored("cosine", mk.metric(mk.ZS, mk.TOP5))),
+    ("linear probe top-1", mk.probe(mk.metric(mk.ALL, mk.TOP1))),
 )
 
 #: The columns whose paired difference to the baseline is shown.
 DELTA_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("Δ T→A R@5 transport", "transport/t2a.R@5"),
-    ("Δ ZS top-1", "cosine/zs.top1"),
-    ("Δ ZS top-5", "cosine/zs.top5"),
+    ("Δ T→A R@5 transport", mk.scored("transport", mk.metric(mk.T2A, mk.R5))),
+    ("Δ ZS top-1", mk.scored("cosine", mk.metric(mk.ZS, mk.TOP1))),
+    ("Δ ZS top-5", mk.scored("cosine", mk.metric(mk.ZS, mk.TOP5))),
 )
 
 
 @dataclass(frozen=True)
 class Row:
-    """One compared row: ``per_seed[seed][package][metric]`` of one setting family of one suite file."""
+    """One compared row: the runs (suite records) of one setting family of one suite file."""
 
     name: str
     source: str
-    per_seed: dict[int, dict[str, dict[str, float]]]
+    runs: list[dict[str, Any]]
+
+
+def by_seed(row: Row) -> dict[int, dict[str, dict[str, float]]]:
+    """``{seed: {held-out package: flat metrics}}`` of a row's runs."""
+    out: dict[int, dict[str, dict[str, float]]] = defaultdict(dict)
+    for r in row.runs:
+        out[int(r["seed"])][str(r.get("group") or r["setting"])] = r["metrics"]
+    return dict(out)
 
 
 def parse_spec(spec: str) -> tuple[Path, str | None, str | None]:
@@ -88,28 +98,21 @@ def load_row(spec: str) -> Row:
     chosen = [r for r in runs if r["label"] == label]
     if not chosen:
         raise ConfigError(f"{path}: no runs labelled {label!r}; its labels: {labels}")
-    per_seed: dict[int, dict[str, dict[str, float]]] = defaultdict(dict)
-    for r in chosen:
-        per_seed[int(r["seed"])][str(r.get("group") or r["setting"])] = r["metrics"]
-    return Row(name or label, f"{path}::{label}", dict(per_seed))
+    return Row(name or label, f"{path}::{label}", chosen)
 
 
-def seed_means(row: Row, key: str, packages_of: dict[int, set[str]] | None = None) -> list[float]:
-    """Per seed, the mean of ``key`` over the row's packages (only ``packages_of[seed]`` when given)."""
-    out = []
-    for seed, by_pkg in sorted(row.per_seed.items()):
-        pkgs = sorted(by_pkg if packages_of is None else packages_of.get(seed, set()) & set(by_pkg))
-        values = [by_pkg[p][key] for p in pkgs if by_pkg[p].get(key) is not None]
-        if values:
-            out.append(sum(values) / len(values))
-    return out
+def seed_means(row: Row, key: str) -> list[float]:
+    """Per seed, the mean of ``key`` over the row's held-out packages
+    (:func:`training.experiments.aggregate.seed_means`)."""
+    return per_seed_means(row.runs, key)
 
 
 def paired_delta(row: Row, base: Row, key: str) -> list[float]:
     """Per shared seed, the mean over shared packages of (row − baseline) for ``key``."""
+    mine, theirs = by_seed(row), by_seed(base)
     out = []
-    for seed in sorted(set(row.per_seed) & set(base.per_seed)):
-        a, b = row.per_seed[seed], base.per_seed[seed]
+    for seed in sorted(set(mine) & set(theirs)):
+        a, b = mine[seed], theirs[seed]
         diffs = [a[p][key] - b[p][key] for p in sorted(set(a) & set(b))
                  if a[p].get(key) is not None and b[p].get(key) is not None]
         if diffs:
@@ -134,7 +137,8 @@ def compare(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         cells = [row.name] + [_cell(seed_means(row, key)) for _, key in COLUMNS]
         cells += ["–" if row is base else _cell(paired_delta(row, base, key), sign=True) for _, key in DELTA_COLUMNS]
-        cells.append(f"{len(row.per_seed)} × {max(len(v) for v in row.per_seed.values())}")
+        seeds = by_seed(row)
+        cells.append(f"{len(seeds)} × {max(len(v) for v in seeds.values())}")
         body.append(cells)
     sources = [f"* {r.name}: `{r.source}`" for r in rows]
     return ([markdown_table(head, body), "",

@@ -311,7 +311,7 @@ def _wins(delta: Sequence[float] | None, *stds: float) -> str:
     return f"**{text}**" if strict else text
 
 
-PROBE_TOP1, PROBE_TOP5 = "probe/all.top1", "probe/all.top5"
+PROBE_TOP1, PROBE_TOP5 = (mk.probe(mk.metric(mk.ALL, name)) for name in (mk.TOP1, mk.TOP5))
 
 
 def render_hubness(payload: dict[str, Any]) -> list[str]:
