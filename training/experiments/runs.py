@@ -24,7 +24,7 @@ from training.config import TrainConfig, apply_overrides
 from training.datasets import Clip, filter_packages, split_clips
 from training.evaluate import evaluate_embeddings, evaluate_languages, first_captions, probe_report, zeroshot_leakage
 from training.experiments.hubness import VERSION as VARIANTS_VERSION
-from training.experiments.hubness import evaluate_variants
+from training.experiments.hubness import embed, evaluate_variants
 from training.experiments.metrics import flatten_result
 from training.experiments.settings import Setting
 from training.features import audio_features, text_features
@@ -82,22 +82,17 @@ def evaluate_cached(model: ATRModel, clips: Sequence[Clip], config: TrainConfig,
     ``multilingual`` (:func:`training.evaluate.evaluate_languages`) when the run has languages.
     """
     model.eval()
-    feats, ok = audio_features(model, clips, config.features_cache, config.feature_batch_size,
-                               config.max_duration_s, progress=False)
-    clips = [clips[i] for i in ok]
-    captions = [t for c in clips for t in c.captions]
+    embedded = embed(model, config, clips)
+    clips, audio, text = embedded.clips, embedded.audio, embedded.text
 
     def embed_text(texts: list[str]) -> torch.Tensor:
         with torch.no_grad():
             return model.project_text(text_features(model, texts, config.features_cache, progress=False)
                                       .to(model.device)).float().cpu()
 
-    with torch.no_grad():
-        audio = model.project_audio(feats.to(model.device)).float().cpu()
-    text = embed_text(captions)
     label_set = cached_label_set(model, config.features_cache) if any(c.esc50 in ESC50_CLASSES for c in clips) else None
     result = evaluate_embeddings(model, clips, audio, text, label_set, modes)
-    per_clip = owner_means(text, torch.tensor([i for i, c in enumerate(clips) for _ in c.captions]), len(clips))
+    per_clip = owner_means(text, embedded.owner, len(clips))
     if len(clips) > min(STRUCTURE_KS):
         result["structure"] = structure_report(audio, per_clip, STRUCTURE_KS, ("cosine", "metric"), model.metric)
     if seen is not None and label_set is not None:
