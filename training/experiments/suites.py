@@ -103,6 +103,17 @@ CORPUS_TEST_NOTE = "corpus test split; zero-shot 50-way ESC-50 on its ESC-50-lab
 HELD_OUT_NOTE = ("train/select on the other packages' train/validation splits; evaluate on ALL clips of the held-out "
                  "package; zero-shot 50-way ESC-50 on its ESC-50-labelled clips; mixtures only of two kept sources.")
 
+def finetune_suite(name: str, blocks: int, about: str) -> Suite:
+    """A suite of :func:`training.experiments.settings.suite_finetune` with the top ``blocks`` conv blocks
+    fine-tuned."""
+    return Suite(name=name, about=about,
+                 eval_note=HELD_OUT_NOTE + " The fine-tuned row starts from the frozen row's best checkpoint of the "
+                           "same package and seed (training/block_cache.py; block cache: python -m training features "
+                           f"--config BASE --set finetune_blocks={blocks}).",
+                 render=tables.render_held_out, summarise=per_method_summary,
+                 package_settings=functools.partial(st.suite_finetune, blocks=blocks))
+
+
 SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite(name="main",
           about="m-LTM (Euclidean, Mahalanobis), InfoNCE, triplet on the test split; cosine and transport scoring",
@@ -130,20 +141,9 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           eval_note=HELD_OUT_NOTE + " One training run per package and seed; every scoring variant is evaluated "
                     "on that run. Banks come only from the packages the run trained on.",
           render=hubness.render_hubness, summarise=hubness.hubness_summary, package_settings=st.suite_hubness),
-    Suite(name="finetune",
-          about="leave-one-package-out: m-LTM ε=0.1 + prompt ensemble on frozen features vs the same run continued "
-                "with the top aiSFX conv block fine-tuned on cached block activations",
-          eval_note=HELD_OUT_NOTE + " The fine-tuned row starts from the frozen row's best checkpoint of the same "
-                    "package and seed (training/block_cache.py; block cache: python -m training features --config "
-                    "BASE --set finetune_blocks=1).",
-          render=tables.render_held_out, summarise=per_method_summary, package_settings=st.suite_finetune),
-    Suite(name="finetune2",
-          about="the finetune suite with the top two aiSFX conv blocks fine-tuned (blocks 3 and 4)",
-          eval_note=HELD_OUT_NOTE + " The fine-tuned row starts from the frozen row's best checkpoint of the same "
-                    "package and seed (training/block_cache.py; block cache: python -m training features --config "
-                    "BASE --set finetune_blocks=2).",
-          render=tables.render_held_out, summarise=per_method_summary,
-          package_settings=functools.partial(st.suite_finetune, blocks=2)),
+    finetune_suite("finetune", 1, "leave-one-package-out: m-LTM ε=0.1 + prompt ensemble on frozen features vs the "
+                   "same run continued with the top aiSFX conv block fine-tuned on cached block activations"),
+    finetune_suite("finetune2", 2, "the finetune suite with the top two aiSFX conv blocks fine-tuned (blocks 3 and 4)"),
     Suite(name="tune", about="base-config variants (lr, epochs, head, batch size) scored on the validation split",
           eval_note="VALIDATION split (used to choose the base config; never the test split).",
           render=tables.render_settings, settings=st.suite_tune),
